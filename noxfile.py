@@ -1,0 +1,60 @@
+"""Developer sessions: `nox -s tests`, `nox -s slow`, `nox -s lint`, `nox -s typecheck`, `nox -s bench`.
+
+Every session installs the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA
+build), then the project.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+TORCH = os.environ.get("DIMALIB_TORCH", "torch==2.13.0")
+
+
+def _install(session: nox.Session, extras: str = "dev,mamujoco") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default suite (fast; everything not marked slow)."""
+    _install(session)
+    session.run("pytest", "-m", "not slow", "-q", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Only the tests marked slow (learning runs, long rollouts)."""
+    _install(session)
+    session.run("pytest", "-m", "slow", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on src/."""
+    _install(session)
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark script in benchmarks/ (prints tables; figures go to docs/benchmarks.md)."""
+    _install(session)
+    for script in sorted(os.listdir("benchmarks")):
+        if script.startswith("bench_") and script.endswith(".py"):
+            session.run("python", f"benchmarks/{script}", *session.posargs)

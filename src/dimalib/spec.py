@@ -1,0 +1,256 @@
+"""`MultiAgentSpec`: the one description of a team of agents, shared by every component.
+
+Layout conventions used throughout dimalib:
+
+* a **joint action** is the concatenation of the agents' actions in agent order, ``[..., A]`` with
+  ``A = sum(action_dims)``; a **joint observation** likewise ``[..., O]`` with ``O = sum(obs_dims)``;
+* a **padded per-agent** tensor is ``[..., n_agents, max_dim]`` where entries past an agent's own
+  size are zero; :meth:`MultiAgentSpec.action_mask` says which entries are real.
+
+Agents may have different observation and action sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dimalib.utils.checks import check_tensor
+
+__all__ = ["MultiAgentSpec"]
+
+
+def _as_float_tuple(name: str, value: float | Sequence[float], size: int) -> tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * size
+    out = tuple(float(v) for v in value)
+    if len(out) != size:
+        raise ValueError(f"{name}: expected a scalar or {size} values, received {len(out)} values")
+    return out
+
+
+@dataclass(frozen=True)
+class MultiAgentSpec:
+    """Names and sizes of the agents, the global state size and the action bounds.
+
+    Args:
+        agent_names: one unique name per agent, in agent order (agent ``i`` is ``agent_names[i]``).
+        obs_dims: per-agent observation size.
+        action_dims: per-agent action size.
+        state_dim: size of the global state ``s_t``.
+        action_low: lower action bound, a scalar or one value per joint-action entry.
+        action_high: upper action bound, a scalar or one value per joint-action entry.
+
+    Example:
+        >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(4, 6), action_dims=(2, 3), state_dim=8)
+        >>> spec.joint_action_dim, spec.max_action_dim
+        (5, 3)
+    """
+
+    agent_names: tuple[str, ...]
+    obs_dims: tuple[int, ...]
+    action_dims: tuple[int, ...]
+    state_dim: int
+    action_low: tuple[float, ...] | float = -1.0
+    action_high: tuple[float, ...] | float = 1.0
+    _pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(self.agent_names)
+        if len(names) == 0:
+            raise ValueError("agent_names: expected at least one agent, received none")
+        if any(not isinstance(n, str) or not n for n in names):
+            raise ValueError(f"agent_names: expected non-empty strings, received {names!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent_names: expected unique names, received {names!r}")
+        n = len(names)
+        for arg in ("obs_dims", "action_dims"):
+            dims = tuple(getattr(self, arg))
+            if len(dims) != n:
+                raise ValueError(f"{arg}: expected {n} values (one per agent), received {len(dims)}")
+            if any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims):
+                raise ValueError(f"{arg}: expected positive integers, received {dims!r}")
+            object.__setattr__(self, arg, dims)
+        if not isinstance(self.state_dim, int) or self.state_dim < 1:
+            raise ValueError(f"state_dim: expected a positive integer, received {self.state_dim!r}")
+        object.__setattr__(self, "agent_names", names)
+        a = sum(self.action_dims)
+        low = _as_float_tuple("action_low", self.action_low, a)
+        high = _as_float_tuple("action_high", self.action_high, a)
+        if not all(math.isfinite(v) for v in low + high):
+            raise ValueError("action_low/action_high: expected finite bounds")
+        bad = [i for i, (lo, hi) in enumerate(zip(low, high, strict=True)) if not lo < hi]
+        if bad:
+            raise ValueError(
+                f"action_low/action_high: expected low < high, received low={low[bad[0]]} "
+                f">= high={high[bad[0]]} at joint-action index {bad[0]}"
+            )
+        object.__setattr__(self, "action_low", low)
+        object.__setattr__(self, "action_high", high)
+        # flat joint-action index of every padded slot (0 for padding slots, masked later)
+        offsets = [0]
+        for d in self.action_dims:
+            offsets.append(offsets[-1] + d)
+        m = max(self.action_dims)
+        pad_index = tuple(
+            tuple(offsets[i] + j if j < d else 0 for j in range(m))
+            for i, d in enumerate(self.action_dims)
+        )
+        object.__setattr__(self, "_pad_index", pad_index)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_agents(self) -> int:
+        return len(self.agent_names)
+
+    @property
+    def joint_action_dim(self) -> int:
+        return sum(self.action_dims)
+
+    @property
+    def joint_obs_dim(self) -> int:
+        return sum(self.obs_dims)
+
+    @property
+    def max_action_dim(self) -> int:
+        return max(self.action_dims)
+
+    @property
+    def max_obs_dim(self) -> int:
+        return max(self.obs_dims)
+
+    @property
+    def is_homogeneous(self) -> bool:
+        """True when every agent has the same observation and action sizes."""
+        return len(set(self.action_dims)) == 1 and len(set(self.obs_dims)) == 1
+
+    @staticmethod
+    def _slices(dims: tuple[int, ...]) -> tuple[slice, ...]:
+        out, start = [], 0
+        for d in dims:
+            out.append(slice(start, start + d))
+            start += d
+        return tuple(out)
+
+    @property
+    def action_slices(self) -> tuple[slice, ...]:
+        """Slice of each agent's action inside the joint action."""
+        return self._slices(self.action_dims)
+
+    @property
+    def obs_slices(self) -> tuple[slice, ...]:
+        """Slice of each agent's observation inside the joint observation."""
+        return self._slices(self.obs_dims)
+
+    def agent_index(self, name: str) -> int:
+        """Index of the agent called ``name``."""
+        try:
+            return self.agent_names.index(name)
+        except ValueError:
+            raise ValueError(
+                f"name: expected one of {list(self.agent_names)}, received {name!r}"
+            ) from None
+
+    # ------------------------------------------------------------- tensors
+    def action_bounds(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)`` as ``[A]`` tensors."""
+        return (
+            torch.tensor(self.action_low, device=device, dtype=dtype),
+            torch.tensor(self.action_high, device=device, dtype=dtype),
+        )
+
+    def action_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[n_agents, max_action_dim]`` bool, True where a padded action slot is real."""
+        dims = torch.tensor(self.action_dims, device=device)
+        return torch.arange(self.max_action_dim, device=device)[None, :] < dims[:, None]
+
+    def pad_actions(self, joint_action: torch.Tensor) -> torch.Tensor:
+        """``[..., A]`` joint action → ``[..., n_agents, max_action_dim]``, zero padded."""
+        check_tensor("joint_action", joint_action)
+        if joint_action.shape[-1] != self.joint_action_dim:
+            raise ValueError(
+                f"joint_action: expected last dimension {self.joint_action_dim}, "
+                f"received shape {tuple(joint_action.shape)}"
+            )
+        index = torch.tensor(self._pad_index, device=joint_action.device)
+        mask = self.action_mask(joint_action.device)
+        padded = joint_action[..., index]  # (..., n, m)
+        return padded * mask.to(padded.dtype)
+
+    def unpad_actions(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[..., n_agents, max_action_dim]`` → ``[..., A]`` joint action (inverse of pad)."""
+        expected = (self.n_agents, self.max_action_dim)
+        if padded.dim() < 2 or tuple(padded.shape[-2:]) != expected:
+            raise ValueError(
+                f"padded: expected trailing shape {expected}, received {tuple(padded.shape)}"
+            )
+        return padded[..., self.action_mask(padded.device)]
+
+    def split_obs(self, joint_obs: torch.Tensor) -> list[torch.Tensor]:
+        """``[..., O]`` joint observation → one ``[..., obs_dims[i]]`` view per agent."""
+        if joint_obs.shape[-1] != self.joint_obs_dim:
+            raise ValueError(
+                f"joint_obs: expected last dimension {self.joint_obs_dim}, "
+                f"received shape {tuple(joint_obs.shape)}"
+            )
+        return list(torch.split(joint_obs, list(self.obs_dims), dim=-1))
+
+    def split_actions(self, joint_action: torch.Tensor) -> list[torch.Tensor]:
+        """``[..., A]`` joint action → one ``[..., action_dims[i]]`` view per agent."""
+        if joint_action.shape[-1] != self.joint_action_dim:
+            raise ValueError(
+                f"joint_action: expected last dimension {self.joint_action_dim}, "
+                f"received shape {tuple(joint_action.shape)}"
+            )
+        return list(torch.split(joint_action, list(self.action_dims), dim=-1))
+
+    # ----------------------------------------------------------- transforms
+    def permuted(self, order: Sequence[int]) -> MultiAgentSpec:
+        """The same team with agents relabelled: new agent ``j`` is old agent ``order[j]``."""
+        order = tuple(order)
+        if sorted(order) != list(range(self.n_agents)):
+            raise ValueError(
+                f"order: expected a permutation of 0..{self.n_agents - 1}, received {order}"
+            )
+        assert isinstance(self.action_low, tuple) and isinstance(self.action_high, tuple)
+        low = [self.action_low[self.action_slices[i]] for i in order]
+        high = [self.action_high[self.action_slices[i]] for i in order]
+        return MultiAgentSpec(
+            agent_names=tuple(self.agent_names[i] for i in order),
+            obs_dims=tuple(self.obs_dims[i] for i in order),
+            action_dims=tuple(self.action_dims[i] for i in order),
+            state_dim=self.state_dim,
+            action_low=tuple(v for part in low for v in part),
+            action_high=tuple(v for part in high for v in part),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form, for checkpoints."""
+        return {
+            "agent_names": list(self.agent_names),
+            "obs_dims": list(self.obs_dims),
+            "action_dims": list(self.action_dims),
+            "state_dim": self.state_dim,
+            "action_low": list(self.action_low) if isinstance(self.action_low, tuple) else self.action_low,
+            "action_high": list(self.action_high)
+            if isinstance(self.action_high, tuple)
+            else self.action_high,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MultiAgentSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            agent_names=tuple(data["agent_names"]),
+            obs_dims=tuple(data["obs_dims"]),
+            action_dims=tuple(data["action_dims"]),
+            state_dim=int(data["state_dim"]),
+            action_low=tuple(data["action_low"]),
+            action_high=tuple(data["action_high"]),
+        )

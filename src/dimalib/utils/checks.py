@@ -1,0 +1,70 @@
+"""Input validation at the library's boundaries.
+
+Every public entry point that receives user data calls these helpers, so that bad input fails
+early with a message that names the argument, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_finite", "check_tensor"]
+
+
+def _fmt_shape(shape: Sequence[int | None | str]) -> str:
+    return "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
+
+
+def check_tensor(
+    name: str,
+    x: object,
+    shape: Sequence[int | None] | None = None,
+    *,
+    floating: bool = False,
+    dtype: torch.dtype | None = None,
+    finite: bool = False,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor of the given shape and dtype; return it unchanged.
+
+    Args:
+        name: the argument's name, used in the error message.
+        x: the value to check.
+        shape: expected shape; ``None`` entries match any size. ``None`` skips the check.
+        floating: require a floating point dtype.
+        dtype: require exactly this dtype.
+        finite: require every element to be finite (no NaN/inf). This costs a device sync.
+
+    Raises:
+        ValueError: naming ``name``, the expectation and what was received.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, received {type(x).__name__}")
+    if shape is not None:
+        ok = x.dim() == len(shape) and all(
+            e is None or e == r for e, r in zip(shape, x.shape, strict=True)
+        )
+        if not ok:
+            raise ValueError(
+                f"{name}: expected shape {_fmt_shape(shape)}, received {_fmt_shape(tuple(x.shape))}"
+            )
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype}, received {x.dtype}")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating point tensor, received dtype {x.dtype}")
+    if finite:
+        check_finite(name, x)
+    return x
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` if ``x`` holds NaN or inf; return ``x`` unchanged."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(
+            f"{name}: expected finite values, received {n_nan} NaN and {n_inf} inf "
+            f"in a tensor of shape {tuple(x.shape)}"
+        )
+    return x
