@@ -71,7 +71,9 @@ class MultiAgentSpec:
         for arg in ("obs_dims", "action_dims"):
             dims = tuple(getattr(self, arg))
             if len(dims) != n:
-                raise ValueError(f"{arg}: expected {n} values (one per agent), received {len(dims)}")
+                raise ValueError(
+                    f"{arg}: expected {n} values (one per agent), received {len(dims)}"
+                )
             if any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims):
                 raise ValueError(f"{arg}: expected positive integers, received {dims!r}")
             object.__setattr__(self, arg, dims)
@@ -237,7 +239,9 @@ class MultiAgentSpec:
             "obs_dims": list(self.obs_dims),
             "action_dims": list(self.action_dims),
             "state_dim": self.state_dim,
-            "action_low": list(self.action_low) if isinstance(self.action_low, tuple) else self.action_low,
+            "action_low": list(self.action_low)
+            if isinstance(self.action_low, tuple)
+            else self.action_low,
             "action_high": list(self.action_high)
             if isinstance(self.action_high, tuple)
             else self.action_high,

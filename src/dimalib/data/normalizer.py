@@ -40,7 +40,9 @@ class RunningNormalizer(nn.Module):
         """Merge the statistics of ``x`` (``[..., D]``, finite) into the running ones."""
         check_tensor("x", x, floating=True, finite=True)
         if x.shape[-1] != self.dim:
-            raise ValueError(f"x: expected last dimension {self.dim}, received shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x: expected last dimension {self.dim}, received shape {tuple(x.shape)}"
+            )
         x = x.reshape(-1, self.dim).to(torch.float64)
         n = x.shape[0]
         if n == 0:

@@ -13,7 +13,7 @@ import torch
 __all__ = ["check_finite", "check_tensor"]
 
 
-def _fmt_shape(shape: Sequence[int | None | str]) -> str:
+def _fmt_shape(shape: Sequence[int | str | None]) -> str:
     return "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
 
 

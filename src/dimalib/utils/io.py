@@ -12,7 +12,9 @@ import torch
 __all__ = ["atomic_save", "load_versioned"]
 
 
-def atomic_save(payload: dict[str, Any], path: str | os.PathLike[str], *, kind: str, version: int) -> Path:
+def atomic_save(
+    payload: dict[str, Any], path: str | os.PathLike[str], *, kind: str, version: int
+) -> Path:
     """Save ``payload`` with ``torch.save`` atomically, tagged with ``kind`` and ``version``.
 
     The data go to a temporary file in the target's folder, are flushed to disk, and the file is
@@ -57,7 +59,9 @@ def load_versioned(
         raise ValueError(f"path: {str(path)!r} is not a readable dimalib file ({err})") from err
     if not isinstance(blob, dict) or blob.get("dimalib_kind") != kind:
         found = blob.get("dimalib_kind") if isinstance(blob, dict) else type(blob).__name__
-        raise ValueError(f"path: expected a dimalib {kind!r} file, received {found!r} in {str(path)!r}")
+        raise ValueError(
+            f"path: expected a dimalib {kind!r} file, received {found!r} in {str(path)!r}"
+        )
     if blob.get("dimalib_version") != version:
         raise ValueError(
             f"path: expected {kind} format version {version}, received "

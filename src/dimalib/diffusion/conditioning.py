@@ -1,0 +1,141 @@
+"""Action conditioning: per-agent action tokens, pooled into the denoiser's condition vector.
+
+Every agent ``i`` has its own linear action encoder (so agents may have different action sizes),
+a learned agent-id embedding and the token of step ``j`` of the context gets a learned time-slot
+embedding. A shared MLP turns each sum into a token; the valid tokens are averaged (a DeepSets
+pool, invariant to the agents' labels) and projected to the condition width.
+
+Which tokens are pooled is the difference between DIMA and the conventional model (paper Fig. 2):
+
+* ``current="one"`` (DIMA, :class:`SequentialAgentDenoiser`): every agent's actions at the past
+  steps ``t−L+1 … t−1`` and **only agent k's** action at the current step ``t``;
+* ``current="all"`` (the ablation, :class:`JointActionDenoiser`): all agents at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from dimalib.spec import MultiAgentSpec
+
+__all__ = ["ActionContext", "AgentActionEncoder"]
+
+
+class ActionContext(NamedTuple):
+    """Action tokens that do not change across denoising steps, computed once per prediction."""
+
+    past_sum: torch.Tensor  # (B, D) sum of the valid past-step tokens
+    past_count: torch.Tensor  # (B,) how many past tokens are valid
+    current: torch.Tensor  # (B, n, D) each agent's token at the current step
+
+
+class AgentActionEncoder(nn.Module):
+    """Joint-action history ``[B, L, A]`` (+ chosen agent) → condition ``[B, out_dim]``.
+
+    Args:
+        spec: the team.
+        context: number of steps ``L`` in the action history (the last one is the current step).
+        token_dim: width of a per-agent action token.
+        out_dim: width of the condition vector (Table 3: 256).
+        current: ``"one"`` reveals one agent's current action (DIMA), ``"all"`` every agent's.
+    """
+
+    pad_index: torch.Tensor
+    pad_mask: torch.Tensor
+    action_low: torch.Tensor
+    action_high: torch.Tensor
+
+    def __init__(
+        self,
+        spec: MultiAgentSpec,
+        context: int,
+        token_dim: int = 128,
+        out_dim: int = 256,
+        current: Literal["one", "all"] = "one",
+    ) -> None:
+        super().__init__()
+        if current not in ("one", "all"):
+            raise ValueError(f"current: expected 'one' or 'all', received {current!r}")
+        self.spec = spec
+        self.context = context
+        self.current_mode = current
+        n, m = spec.n_agents, spec.max_action_dim
+        # Per-agent linear maps stored padded: agent i uses rows 0..action_dims[i]-1 of weight[i].
+        weight = torch.zeros(n, m, token_dim)
+        for i, d in enumerate(spec.action_dims):
+            bound = 1 / math.sqrt(d)  # nn.Linear's default init, per agent
+            weight[i, :d].uniform_(-bound, bound)
+        self.weight = nn.Parameter(weight)
+        self.agent_embedding = nn.Parameter(torch.randn(n, token_dim) * 0.02)
+        self.time_embedding = nn.Parameter(torch.randn(context, token_dim) * 0.02)
+        self.token_mlp = nn.Sequential(
+            nn.SiLU(), nn.Linear(token_dim, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim)
+        )
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(token_dim, out_dim))
+        low, high = spec.action_bounds()
+        self.register_buffer("pad_index", torch.tensor(spec._pad_index), persistent=False)
+        self.register_buffer("pad_mask", spec.action_mask(), persistent=False)
+        self.register_buffer("action_low", low, persistent=False)
+        self.register_buffer("action_high", high, persistent=False)
+
+    def _tokens(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[B, L, A]`` raw joint actions → ``[B, L, n, D]`` tokens."""
+        scaled = 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1
+        padded = scaled[..., self.pad_index] * self.pad_mask  # (B, L, n, m)
+        h = torch.einsum("blnm,nmd->blnd", padded, self.weight)
+        h = h + self.agent_embedding + self.time_embedding[:, None, :]  # (B, L, n, D)
+        return self.token_mlp(h)
+
+    def encode_context(self, actions: torch.Tensor, mask: torch.Tensor) -> ActionContext:
+        """Tokens of an action history.
+
+        Args:
+            actions: ``[B, L, A]`` joint actions ``a_{t−L+1..t}``; the last step is current.
+            mask: ``[B, L]`` bool, False for padded steps before an episode start.
+        """
+        tokens = self._tokens(actions)  # (B, L, n, D)
+        past_valid = mask[:, :-1, None, None].to(tokens.dtype)  # (B, L-1, 1, 1)
+        past_sum = (tokens[:, :-1] * past_valid).sum(dim=(1, 2))  # (B, D)
+        past_count = past_valid.sum(dim=(1, 2, 3)) * self.spec.n_agents  # (B,)
+        return ActionContext(past_sum, past_count, tokens[:, -1])
+
+    def pool(self, ctx: ActionContext, agent: torch.Tensor | None) -> torch.Tensor:
+        """Condition vector ``[B, out_dim]`` revealing ``agent`` (``[B]`` long) at the current step.
+
+        ``agent`` is ignored (and may be None) in ``current="all"`` mode.
+        """
+        if self.current_mode == "all":
+            cur_sum = ctx.current.sum(dim=1)  # (B, D)
+            count = ctx.past_count + self.spec.n_agents
+        else:
+            if agent is None:
+                raise ValueError("agent: required when one agent's current action is revealed")
+            index = agent.view(-1, 1, 1).expand(-1, 1, ctx.current.shape[-1])
+            cur_sum = ctx.current.gather(1, index).squeeze(1)  # (B, D)
+            count = ctx.past_count + 1
+        pooled = (ctx.past_sum + cur_sum) / count[:, None]
+        return self.out(pooled)
+
+    def forward(
+        self, actions: torch.Tensor, mask: torch.Tensor, agent: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[B, L, A]``, ``[B, L]``, ``[B]`` → ``[B, out_dim]``."""
+        return self.pool(self.encode_context(actions, mask), agent)
+
+    @torch.no_grad()
+    def permute_agents_(self, order: Sequence[int], spec: MultiAgentSpec) -> None:
+        """Relabel agents in place: new agent ``j`` is old agent ``order[j]`` (``spec`` is the new one)."""
+        idx = torch.as_tensor(list(order), device=self.weight.device)
+        self.weight.copy_(self.weight[idx])
+        self.agent_embedding.copy_(self.agent_embedding[idx])
+        self.spec = spec
+        low, high = spec.action_bounds(device=self.weight.device)
+        self.pad_index.copy_(torch.tensor(spec._pad_index, device=self.weight.device))
+        self.pad_mask.copy_(spec.action_mask(self.weight.device))
+        self.action_low.copy_(low)
+        self.action_high.copy_(high)

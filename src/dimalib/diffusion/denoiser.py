@@ -1,0 +1,306 @@
+"""The dynamics model: an EDM-preconditioned denoiser of the next global state.
+
+``SequentialAgentDenoiser`` is DIMA's ``D_θ(s^σ_{t+1}; σ, s_{t−L+1:t}, a_{t−L+1:t−1}, a^k_t)``
+(paper eq. 9–10, App. G.1): every denoising step sees the past states and joint actions and the
+current action of **one** agent ``k``. ``JointActionDenoiser`` is the conventional model of paper
+Fig. 2 (all agents' current actions at every step), on the same network for like-for-like
+comparisons (Fig. 8).
+
+Units: the public methods take and return states in the environment's units. Inside, states are
+normalised by a running mean/std (kept in the ``state_dict``) and multiplied by ``σ_data``, as
+DIMA's code does; this is the "model space" the diffusion runs in.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from dimalib.data.normalizer import RunningNormalizer
+from dimalib.diffusion.conditioning import ActionContext, AgentActionEncoder
+from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
+from dimalib.diffusion.sampler import EulerSampler, Order, SamplerConfig
+from dimalib.diffusion.unet1d import FourierFeatures, UNet1D
+from dimalib.spec import MultiAgentSpec
+from dimalib.utils.checks import check_finite, check_tensor
+
+__all__ = ["DenoiserConfig", "JointActionDenoiser", "SequentialAgentDenoiser"]
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Dynamics model settings; defaults are the paper's (cited per field)."""
+
+    context: int = 3  # L: states s_{t-2:t} and actions a_{t-2:t} (App. G.1, eq. 9 with L = 3)
+    channels: tuple[int, ...] = (64, 64, 64)  # Table 3: residual block channels
+    depths: tuple[int, ...] = (2, 2, 2)  # Table 3: residual block layers
+    cond_dim: int = 256  # Table 3: residual block conditioning dimension
+    action_token_dim: int = 128  # dimalib: width of one agent's action token
+    edm: EDMConfig = field(default_factory=EDMConfig)  # App. B
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # Table 4
+    update_normalizer: bool = True  # loss() in train mode updates the running state statistics
+    normalizer_min_std: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.context < 1:
+            raise ValueError(f"context: expected >= 1, received {self.context}")
+
+
+class _Denoiser(nn.Module):
+    """Shared machinery of the sequential and the joint-action denoisers."""
+
+    current_actions: ClassVar[Literal["one", "all"]]
+
+    def __init__(self, spec: MultiAgentSpec, config: DenoiserConfig | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config = config or DenoiserConfig()
+        self.edm = EDMPreconditioner(config.edm)
+        self.sampler = EulerSampler(config.sampler)
+        self.normalizer = RunningNormalizer(spec.state_dim, min_std=config.normalizer_min_std)
+        self.action_encoder = AgentActionEncoder(
+            spec, config.context, config.action_token_dim, config.cond_dim, self.current_actions
+        )
+        self.noise_embedding = nn.Sequential(
+            FourierFeatures(config.cond_dim),
+            nn.Linear(config.cond_dim, config.cond_dim),
+            nn.SiLU(),
+            nn.Linear(config.cond_dim, config.cond_dim),
+        )
+        # input channels: the state's features plus a flag that is 0 on padded context steps
+        self.unet = UNet1D(
+            spec.state_dim + 1, spec.state_dim, config.cond_dim, config.depths, config.channels
+        )
+
+    # ------------------------------------------------------------------ units
+    def to_model_space(self, states: torch.Tensor) -> torch.Tensor:
+        """Environment units → normalised and scaled by σ_data."""
+        return self.normalizer.normalize(states) * self.edm.sigma_data
+
+    def from_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_model_space`."""
+        return self.normalizer.denormalize(x / self.edm.sigma_data)
+
+    # ------------------------------------------------------------- checking
+    def _check(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        n_actions: int,
+        finite: bool = True,
+    ) -> torch.Tensor:
+        L, S, A = self.config.context, self.spec.state_dim, self.spec.joint_action_dim
+        check_tensor("states", states, (None, L, S), floating=True)
+        B = states.shape[0]
+        check_tensor("actions", actions, (B, n_actions, A), floating=True)
+        if mask is None:
+            mask = torch.ones(B, L, dtype=torch.bool, device=states.device)
+        check_tensor("mask", mask, (B, L), dtype=torch.bool)
+        if finite:
+            check_finite("states", states)
+            check_finite("actions", actions)
+        return mask
+
+    # --------------------------------------------------------------- network
+    def encode_actions(self, actions: torch.Tensor, mask: torch.Tensor) -> ActionContext:
+        """Per-prediction action tokens (``actions [B, L, A]`` ends with the current action)."""
+        return self.action_encoder.encode_context(actions, mask)
+
+    def denoise(
+        self,
+        noisy: torch.Tensor,
+        sigma: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor,
+        actions: ActionContext,
+        agent: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``D_θ`` in model space (eq. 10).
+
+        Args:
+            noisy: ``[B, S]`` noisy next state ``s^σ_{t+1}``.
+            sigma: ``[B]`` noise levels.
+            context: ``[B, L, S]`` past states in model space.
+            mask: ``[B, L]`` bool, False on padded context steps.
+            actions: the tokens of :meth:`encode_actions`.
+            agent: ``[B]`` long, the agent whose current action is revealed (ignored by the joint
+                model).
+
+        Returns:
+            ``[B, S]`` the denoised next state in model space.
+        """
+        return self.edm.denoised(noisy, *self._network(noisy, sigma, context, mask, actions, agent))
+
+    def _network(
+        self,
+        noisy: torch.Tensor,
+        sigma: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor,
+        actions: ActionContext,
+        agent: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, EDMCoefficients]:
+        coeffs = self.edm.coefficients(sigma[:, None])  # each (B, 1)
+        cond = self.noise_embedding(coeffs.c_noise[:, 0]) + self.action_encoder.pool(actions, agent)
+        valid = mask.to(context.dtype)[..., None]  # (B, L, 1)
+        past = torch.cat([context * valid, valid], dim=-1)  # (B, L, S+1)
+        current = torch.cat([coeffs.c_in * noisy, torch.ones_like(noisy[:, :1])], dim=-1)
+        seq = torch.cat([past, current[:, None]], dim=1)  # (B, L+1, S+1)
+        out = self.unet(rearrange(seq, "b t c -> b c t"), cond)[..., -1]  # (B, S)
+        return out, coeffs
+
+    # ------------------------------------------------------------------ loss
+    def sample_agents(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``[batch_size]`` agents ``k ~ Uniform{0..n−1}`` (eq. 9)."""
+        n = self.spec.n_agents
+        return torch.randint(0, n, (batch_size,), device=device, generator=generator)
+
+    def loss(
+        self, batch: Mapping[str, torch.Tensor], *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Denoising loss of eq. 9 with EDM's weighting, on a batch from the replay buffer.
+
+        Args:
+            batch: ``states [B, L, S]`` (``s_{t−L+1..t}``), ``actions [B, L, A]`` (``a_{t−L+1..t}``,
+                the last being the current joint action), ``next_state [B, S]`` and optionally
+                ``mask [B, L]`` (False on steps padded before an episode start).
+            generator: makes σ, the noise and the agents ``k`` reproducible.
+
+        Returns:
+            ``(loss, info)``: the scalar loss ``mean λ(σ)·||D − s_{t+1}||²`` (computed as DIAMOND
+            does, as the MSE of ``F`` against ``(x₀ − c_skip·x_σ)/c_out``) and detached diagnostics:
+            ``denoising_mse`` (unweighted, model space), ``sigma [B]`` and ``agent [B]``.
+        """
+        for key in ("states", "actions", "next_state"):
+            if key not in batch:
+                raise ValueError(f"batch: missing key {key!r}; received keys {sorted(batch)}")
+        states, actions = batch["states"], batch["actions"]
+        mask = self._check(states, actions, batch.get("mask"), n_actions=self.config.context)
+        next_state = check_tensor(
+            "next_state",
+            batch["next_state"],
+            (states.shape[0], self.spec.state_dim),
+            floating=True,
+            finite=True,
+        )
+        if self.training and self.config.update_normalizer:
+            self.normalizer.update(next_state)
+        B, device, dtype = states.shape[0], states.device, states.dtype
+        clean = self.to_model_space(next_state)  # (B, S)
+        context = self.to_model_space(states)  # (B, L, S)
+        sigma = self.edm.sample_sigma(B, device=device, dtype=dtype, generator=generator)
+        noise = torch.randn(clean.shape, device=device, dtype=dtype, generator=generator)
+        noisy = clean + sigma[:, None] * noise
+        agent = self.sample_agents(B, device=device, generator=generator)
+        tokens = self.encode_actions(actions, mask)
+        out, coeffs = self._network(noisy, sigma, context, mask, tokens, agent)
+        target = self.edm.network_target(clean, noisy, coeffs)
+        loss = F.mse_loss(out, target)
+        with torch.no_grad():
+            denoised = self.edm.denoised(noisy, out, coeffs)
+            info = {
+                "denoising_mse": F.mse_loss(denoised, clean),
+                "sigma": sigma.detach(),
+                "agent": agent,
+            }
+        return loss, info
+
+    # ------------------------------------------------------------ prediction
+    @torch.inference_mode()
+    def predict_next_state(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        order: Order | None = None,
+        generator: torch.Generator | None = None,
+        check_inputs: bool = True,
+    ) -> torch.Tensor:
+        """Sample ``s_{t+1}`` with the sampler, revealing one agent per denoising step.
+
+        Args:
+            states: ``[B, L, S]`` states ``s_{t−L+1..t}`` (environment units).
+            actions: ``[B, L, A]`` joint actions ``a_{t−L+1..t}`` (the last is the current one).
+            mask: ``[B, L]`` bool, False on padded steps (default: all valid).
+            order: conditioning order (default: the sampler config's, ``"descending"``).
+            generator: makes the start noise (and a random order) reproducible.
+            check_inputs: validate shapes and finiteness (one host sync); hot loops that validated
+                their inputs once may pass False.
+
+        Returns:
+            ``[B, S]`` the predicted next state in environment units (an inference tensor:
+            ``clone()`` it before using it in autograd).
+        """
+        if check_inputs:
+            mask = self._check(states, actions, mask, n_actions=self.config.context)
+        elif mask is None:
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        context = self.to_model_space(states)
+        tokens = self.encode_actions(actions, mask)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+            return self.denoise(x, sigma, context, mask, tokens, agent)
+
+        x = self.sampler.sample(
+            denoise,
+            (states.shape[0], self.spec.state_dim),
+            self.spec.n_agents,
+            order=order,
+            agent_names=self.spec.agent_names,
+            generator=generator,
+            device=states.device,
+            dtype=states.dtype,
+        )
+        return self.from_model_space(x)
+
+    # ----------------------------------------------------------- relabelling
+    def permute_agents(self, order: Sequence[int]) -> _Denoiser:
+        """A copy with the agents relabelled: new agent ``j`` is this model's agent ``order[j]``.
+
+        The copy computes the same function once joint actions and conditioning orders are
+        relabelled the same way (used to test permutation invariance).
+        """
+        new = copy.deepcopy(self)
+        new.spec = self.spec.permuted(order)
+        new.action_encoder.permute_agents_(order, new.spec)
+        return new
+
+
+class SequentialAgentDenoiser(_Denoiser):
+    """DIMA's dynamics model: one agent's current action per denoising step (eq. 9).
+
+    Example:
+        >>> spec = MultiAgentSpec(("a", "b"), (4, 4), (2, 3), state_dim=6)
+        >>> model = SequentialAgentDenoiser(spec)
+        >>> s, a = torch.zeros(5, 3, 6), torch.zeros(5, 3, 5)
+        >>> model.predict_next_state(s, a).shape
+        torch.Size([5, 6])
+    """
+
+    current_actions = "one"
+
+
+class JointActionDenoiser(_Denoiser):
+    """The conventional ablation (paper Fig. 2, Fig. 8): every agent's current action at every step.
+
+    Same network and training as :class:`SequentialAgentDenoiser`; the agent chosen by the
+    sampler's order is ignored.
+    """
+
+    current_actions = "all"
