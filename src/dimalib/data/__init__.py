@@ -1,5 +1,6 @@
-"""Data: running normalisation and (see `buffer`) the replay buffer."""
+"""Data: the replay buffer and running normalisation."""
 
+from dimalib.data.buffer import DEFAULT_CAPACITY, ReplayBuffer
 from dimalib.data.normalizer import RunningNormalizer
 
-__all__ = ["RunningNormalizer"]
+__all__ = ["DEFAULT_CAPACITY", "ReplayBuffer", "RunningNormalizer"]
