@@ -17,23 +17,23 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 TORCH = os.environ.get("DIMALIB_TORCH", "torch==2.13.0")
 
 
-def _install(session: nox.Session, extras: str = "dev,mamujoco") -> None:
+def _install(session: nox.Session, extras: str = "dev,mamujoco,torchrl") -> None:
     session.install(TORCH)
     session.install("-e", f".[{extras}]")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default suite (fast; everything not marked slow)."""
+    """The default suite (fast; everything not marked slow), one worker per core."""
     _install(session)
-    session.run("pytest", "-m", "not slow", "-q", *session.posargs)
+    session.run("pytest", "-m", "not slow", "-q", "-n", "2", "--durations=15", *session.posargs)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """Only the tests marked slow (learning runs, long rollouts)."""
     _install(session)
-    session.run("pytest", "-m", "slow", "-q", *session.posargs)
+    session.run("pytest", "-m", "slow", "-q", "-n", "2", "--durations=15", *session.posargs)
 
 
 @nox.session

@@ -1,7 +1,61 @@
-"""dimalib: composable world-model components for multi-agent RL (DIMA, arXiv 2505.20922)."""
+"""dimalib: composable world-model components for multi-agent RL (DIMA, arXiv 2505.20922).
 
+The public API:
+
+* :class:`MultiAgentSpec` — the team (names, per-agent observation/action sizes, state size);
+* :class:`EDMPreconditioner`, :class:`EulerSampler` — EDM coefficients and the sampler that
+  reveals one agent's action per denoising step;
+* :class:`SequentialAgentDenoiser` (DIMA) and :class:`JointActionDenoiser` (the ablation);
+* :class:`RewardTerminationGPT`, :class:`FSQStateDecoder`;
+* :class:`DIMAWorldModel`, :class:`ImaginationEnv`;
+* :class:`ReplayBuffer`, :func:`make_env`, :class:`VectorMultiAgentEnv`, :func:`collect`.
+"""
+
+from dimalib.data import ReplayBuffer, RunningNormalizer
+from dimalib.diffusion import (
+    DenoiserConfig,
+    EDMConfig,
+    EDMPreconditioner,
+    EulerSampler,
+    JointActionDenoiser,
+    SamplerConfig,
+    SequentialAgentDenoiser,
+)
+from dimalib.envs import VectorMultiAgentEnv, collect, make_env, spec_from_env
+from dimalib.imagination import ImaginationConfig, ImaginationEnv
+from dimalib.models import (
+    FSQStateDecoder,
+    RewardTerminationConfig,
+    RewardTerminationGPT,
+    StateDecoderConfig,
+)
 from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import DIMAWorldModel, WorldModelConfig
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["MultiAgentSpec", "__version__"]
+__all__ = [
+    "DIMAWorldModel",
+    "DenoiserConfig",
+    "EDMConfig",
+    "EDMPreconditioner",
+    "EulerSampler",
+    "FSQStateDecoder",
+    "ImaginationConfig",
+    "ImaginationEnv",
+    "JointActionDenoiser",
+    "MultiAgentSpec",
+    "ReplayBuffer",
+    "RewardTerminationConfig",
+    "RewardTerminationGPT",
+    "RunningNormalizer",
+    "SamplerConfig",
+    "SequentialAgentDenoiser",
+    "StateDecoderConfig",
+    "VectorMultiAgentEnv",
+    "WorldModelConfig",
+    "__version__",
+    "collect",
+    "make_env",
+    "spec_from_env",
+]

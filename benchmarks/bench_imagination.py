@@ -1,0 +1,91 @@
+"""Imagination throughput: transitions/s of `ImaginationEnv` at 600 rollouts × horizon 15.
+
+Paper model sizes (Table 3) on HalfCheetah-2x3 (state 17, 2 agents × 3 actions, obs 12 each;
+4 denoising steps) and Ant-4x2 (state 105, 4 agents × 2, obs 42 each; 4 denoising steps). One
+imagined transition = the denoiser's sampling of the next state, the GPT's KV-cached reward and
+termination, and the decoder. Start contexts come from a small replay buffer of random data (the
+weights are untrained: speed does not depend on them).
+
+    python benchmarks/bench_imagination.py [--device cpu|cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _common import machine, print_table, sync
+
+from dimalib import MultiAgentSpec
+from dimalib.data import ReplayBuffer
+from dimalib.imagination import ImaginationConfig, ImaginationEnv
+from dimalib.world_model import DIMAWorldModel
+
+TASKS = {
+    "HalfCheetah-2x3": MultiAgentSpec(("a0", "a1"), (12, 12), (3, 3), 17),
+    "Ant-4x2": MultiAgentSpec(("a0", "a1", "a2", "a3"), (42,) * 4, (2,) * 4, 105),
+}
+
+
+def random_buffer(spec: MultiAgentSpec, rows: int = 500) -> ReplayBuffer:
+    buf = ReplayBuffer(spec, capacity=rows)
+    S, Ob, A = spec.state_dim, spec.joint_obs_dim, spec.joint_action_dim
+    done = torch.zeros(rows, dtype=torch.bool)
+    done[99::100] = True
+    buf.extend(
+        torch.randn(rows, S), torch.randn(rows, Ob), torch.rand(rows, A) * 2 - 1,
+        torch.randn(rows), torch.zeros(rows, dtype=torch.bool), done,
+        torch.randn(rows, S), torch.randn(rows, Ob),
+    )  # fmt: skip
+    return buf
+
+
+def bench(name: str, device: torch.device, repeats: int) -> tuple[str, ...]:
+    spec = TASKS[name]
+    torch.manual_seed(0)
+    wm = DIMAWorldModel(spec).to(device)
+    env = ImaginationEnv(wm, random_buffer(spec), ImaginationConfig(), seed=0)
+    actions = torch.rand(env.horizon, env.num_envs, spec.joint_action_dim, device=device) * 2 - 1
+
+    def rollout() -> None:
+        env.reset()
+        for t in range(env.horizon):
+            env.step(actions[t])
+
+    rollout()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        rollout()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    best = sorted(times)[len(times) // 2]
+    n = env.num_envs * env.horizon
+    return (
+        name,
+        f"{env.num_envs} × {env.horizon}",
+        str(wm.dynamics.sampler.num_steps(spec.n_agents)),
+        f"{best:.2f}",
+        f"{n / best:,.0f}",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = [bench(task, device, args.repeats) for task in TASKS]
+    print_table(
+        f"Imagination ({machine()})",
+        rows,
+        ("task", "rollouts × horizon", "denoising steps", "seconds per rollout batch",
+         "imagined transitions/s"),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""`ImaginationEnv`: a batch of rollouts inside a trained DIMA world model.
+
+Paper Algorithm 1, ``update_actor_critic``: rollouts start from real contexts (the last ``L`` real
+states and the ``L − 1`` joint actions between them, plus the real observation ``o_t``); each
+``step(a_t)``
+
+1. predicts ``s_{t+1}`` with the dynamics model's sampler, one agent revealed per denoising step
+   in the configured conditioning order;
+2. predicts ``r_t`` and the termination probability ``γ_t`` with the reward model, whose KV cache
+   holds the rollout so far (the cache starts empty at ``reset``: the reward model is trained on
+   windows that start anywhere in an episode, so it needs no real prefix);
+3. decodes every agent's observation ``o_{t+1}`` from ``s_{t+1}``.
+
+**Termination rule (masked and kept).** A rollout whose predicted ``γ_t`` exceeds
+``termination_threshold`` is *terminated*: the flag stays True until ``reset``, the rollout keeps
+being simulated (so the batch keeps its shape), but its later rewards are reported as 0. The raw
+probability is returned too, for learners that use it as a soft discount (DIMA's MAPPO does).
+All rollouts are truncated together after ``horizon`` steps; ``step`` then refuses until ``reset``.
+``reset`` puts the world model in eval mode (no dropout in imagination).
+
+Everything runs on the world model's device under ``torch.inference_mode()`` with no host
+synchronisation per step: non-finite actions are detected on the device and reported by the
+``ValueError`` raised at the end of the rollout (``check_actions="rollout"``, default), or at once
+(``"step"``, one sync per step). Out-of-bound actions are clipped to the spec's bounds
+(``out_of_bounds="clip"``, default) or rejected (``"error"``, one sync per step).
+Returned tensors are ordinary tensors (copied out of inference mode), safe to use in autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+
+from dimalib.data.buffer import ReplayBuffer
+from dimalib.diffusion.sampler import Order
+from dimalib.models.reward_termination import KVCache
+from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.world_model import DIMAWorldModel
+
+__all__ = ["ImaginationConfig", "ImaginationEnv", "ImaginedStep", "StartContext"]
+
+StartContext = Mapping[str, torch.Tensor]
+"""``states [B, L, S]``, ``actions [B, L-1, A]``, optional ``mask [B, L]`` and ``obs [B, O]``."""
+
+
+@dataclass(frozen=True)
+class ImaginationConfig:
+    """Imagination settings. Defaults: Table 4 (600 rollouts, horizon 15) and §3.1 (order)."""
+
+    num_envs: int = 600  # Table 4: number of imagined rollouts
+    horizon: int = 15  # Table 4 / Table 1: imagination horizon H
+    order: Order = "descending"  # §3.1: agent n first, agent 1 on the last denoising step
+    termination_threshold: float = 0.5  # γ_t > threshold ends a rollout (masked and kept)
+    check_actions: Literal["rollout", "step"] = "rollout"
+    out_of_bounds: Literal["clip", "error"] = "clip"
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs: expected >= 1, received {self.num_envs}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon: expected >= 1, received {self.horizon}")
+        if not 0.0 < self.termination_threshold < 1.0:
+            raise ValueError(
+                f"termination_threshold: expected a value in (0, 1), "
+                f"received {self.termination_threshold}"
+            )
+        if self.check_actions not in ("rollout", "step"):
+            raise ValueError(
+                f"check_actions: expected 'rollout' or 'step', received {self.check_actions!r}"
+            )
+        if self.out_of_bounds not in ("clip", "error"):
+            raise ValueError(
+                f"out_of_bounds: expected 'clip' or 'error', received {self.out_of_bounds!r}"
+            )
+
+
+class ImaginedStep(NamedTuple):
+    """What :meth:`ImaginationEnv.step` returns (``B = num_envs``)."""
+
+    obs: torch.Tensor  # (B, O) decoded joint observation o_{t+1}
+    state: torch.Tensor  # (B, S) predicted global state s_{t+1}
+    reward: torch.Tensor  # (B,) predicted r_t, 0 once the rollout has terminated
+    terminated: torch.Tensor  # (B,) bool, sticky until reset
+    truncated: torch.Tensor  # (B,) bool, True for every rollout at step `horizon`
+    termination_prob: torch.Tensor  # (B,) predicted γ_t in [0, 1]
+
+
+class ImaginationEnv:
+    """Batched imagined environment over a :class:`DIMAWorldModel`.
+
+    Args:
+        world_model: the trained model; its device is where everything runs.
+        source: default start contexts: a :class:`ReplayBuffer` (sampled at every ``reset``) or
+            a mapping of tensors (see :data:`StartContext`).
+        config: rollout count, horizon, order and the rules above.
+        seed: seeds the generators of the start-context sampling and of the sampler's noise.
+
+    Example:
+        >>> env = ImaginationEnv(world_model, buffer)  # doctest: +SKIP
+        >>> obs, state = env.reset(seed=0)  # doctest: +SKIP
+        >>> out = env.step(policy(obs))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        world_model: DIMAWorldModel,
+        source: ReplayBuffer | StartContext | None = None,
+        config: ImaginationConfig | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(world_model, DIMAWorldModel):
+            raise ValueError(
+                f"world_model: expected a DIMAWorldModel, received {type(world_model).__name__}"
+            )
+        self.world_model = world_model
+        self.spec = world_model.spec
+        self.config = config or ImaginationConfig()
+        max_steps = world_model.reward_model.config.max_steps
+        if self.config.horizon > max_steps:
+            raise ValueError(
+                f"config.horizon: expected at most the reward model's max_steps={max_steps}, "
+                f"received {self.config.horizon}"
+            )
+        self.source = source
+        self.device = next(world_model.parameters()).device
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._seed(seed)
+        self._cache: KVCache | None = None
+        self._t = -1  # steps taken since reset; -1 before the first reset
+        low, high = self.spec.action_bounds(device=self.device)
+        self._low, self._high = low, high
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def num_envs(self) -> int:
+        return self.config.num_envs
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def t(self) -> int:
+        """Steps taken since the last reset."""
+        return self._t
+
+    # ------------------------------------------------------------ generators
+    def _seed(self, seed: int | None) -> None:
+        self._base_seed = seed
+        self._generators.clear()
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self._base_seed is None:
+            return None
+        if device not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self._base_seed + 1000 * len(self._generators))
+            self._generators[device] = gen
+        return self._generators[device]
+
+    # ----------------------------------------------------------------- reset
+    def reset(
+        self, source: ReplayBuffer | StartContext | None = None, *, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start ``num_envs`` rollouts from real contexts.
+
+        Args:
+            source: start contexts for this reset (default: the one given at construction).
+            seed: reseeds the generators (start-context sampling and sampler noise).
+
+        Returns:
+            ``(obs [B, O], state [B, S])``: the real observation and state at the start.
+
+        Raises:
+            ValueError: when no start context is available, or the given tensors are malformed.
+        """
+        if seed is not None:
+            self._seed(seed)
+        source = self.source if source is None else source
+        if source is None:
+            raise ValueError(
+                "source: no start context; pass a ReplayBuffer or a mapping with 'states' "
+                "[B, L, S] and 'actions' [B, L-1, A] to reset() or to the constructor"
+            )
+        B, L = self.num_envs, self.world_model.context
+        ctx: StartContext
+        if isinstance(source, ReplayBuffer):
+            if len(source) == 0:
+                raise ValueError("source: the replay buffer is empty")
+            ctx = source.sample_start_contexts(
+                B, context=L, generator=self._generator(source.device)
+            )
+        else:
+            ctx = source
+        states, actions, mask, obs = self._check_context(ctx)
+        wm = self.world_model.eval()  # imagination is inference: no dropout
+        with torch.inference_mode():
+            self._states = states.to(self.device, torch.float32)  # (B, L, S)
+            self._actions = actions.to(self.device, torch.float32)  # (B, L-1, A)
+            self._mask = mask.to(self.device)  # (B, L)
+            if obs is None:
+                obs = wm.decode(self._states[:, -1])
+            self._obs = obs.to(self.device, torch.float32)
+            if self._cache is None or self._cache.batch_size != B:
+                self._cache = wm.reward_model.init_cache(B, device=self.device)
+            self._cache.reset()
+            self._terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
+            self._bad_action = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._t = 0
+        self._bad_step = -1
+        return self._obs.clone(), self._states[:, -1].clone()
+
+    def _check_context(
+        self, ctx: StartContext
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        B, L = self.num_envs, self.world_model.context
+        S, A = self.spec.state_dim, self.spec.joint_action_dim
+        for key in ("states", "actions"):
+            if key not in ctx:
+                raise ValueError(f"source: missing key {key!r}; received keys {sorted(ctx)}")
+        states = check_tensor("source['states']", ctx["states"], (B, L, S), floating=True)
+        actions = check_tensor("source['actions']", ctx["actions"], (B, L - 1, A), floating=True)
+        check_finite("source['states']", states)
+        check_finite("source['actions']", actions)
+        mask = ctx.get("mask")
+        if mask is None:
+            mask = torch.ones(B, L, dtype=torch.bool, device=states.device)
+        check_tensor("source['mask']", mask, (B, L), dtype=torch.bool)
+        obs = ctx.get("obs")
+        if obs is not None:
+            check_tensor(
+                "source['obs']", obs, (B, self.spec.joint_obs_dim), floating=True, finite=True
+            )
+        return states, actions, mask, obs
+
+    # ------------------------------------------------------------------ step
+    def step(self, joint_action: torch.Tensor, *, order: Order | None = None) -> ImaginedStep:
+        """Advance every rollout by one step with ``joint_action [B, A]`` (environment units).
+
+        Args:
+            joint_action: the agents' actions concatenated in spec order.
+            order: conditioning order for this step (default: the config's).
+
+        Raises:
+            ValueError: wrong shape; out-of-bound actions with ``out_of_bounds="error"``;
+                non-finite actions (at once with ``check_actions="step"``, else when the rollout
+                ends); ``step`` before ``reset`` or after the horizon.
+        """
+        if self._t < 0:
+            raise ValueError("step: call reset() before step()")
+        if self._t >= self.horizon:
+            raise ValueError(f"step: the rollouts reached the horizon {self.horizon}; call reset()")
+        B, A = self.num_envs, self.spec.joint_action_dim
+        check_tensor("joint_action", joint_action, (B, A), floating=True)
+        cfg, wm = self.config, self.world_model
+        with torch.inference_mode():
+            action = joint_action.to(self.device, torch.float32)
+            if cfg.check_actions == "step":
+                check_finite("joint_action", action)
+            else:  # remember on the device; reported when the rollout ends
+                bad = ~torch.isfinite(action).all()
+                self._bad_action |= bad
+            if cfg.out_of_bounds == "error":
+                outside = (action < self._low) | (action > self._high)
+                if bool(outside.any()):
+                    idx = outside.nonzero()[0].tolist()
+                    raise ValueError(
+                        f"joint_action: expected values within the spec's bounds, received "
+                        f"{float(action[idx[0], idx[1]])} at rollout {idx[0]}, entry {idx[1]} "
+                        f"(bounds [{float(self._low[idx[1]])}, {float(self._high[idx[1]])}])"
+                    )
+            action = torch.nan_to_num(action).clamp(self._low, self._high)
+
+            state = self._states[:, -1]  # (B, S) s_t
+            actions = torch.cat([self._actions, action[:, None]], dim=1)  # (B, L, A)
+            next_state = wm.dynamics.predict_next_state(
+                self._states,
+                actions,
+                self._mask,
+                order=cfg.order if order is None else order,
+                generator=self._generator(self.device),
+                check_inputs=False,
+            )
+            assert self._cache is not None
+            reward, term_prob = wm.reward_model.step(self._cache, wm.normalize_state(state), action)
+            next_obs = wm.decode(next_state)
+
+            reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
+            self._terminated |= term_prob > cfg.termination_threshold
+            self._states = torch.cat([self._states[:, 1:], next_state[:, None]], dim=1)
+            self._actions = torch.cat([self._actions[:, 1:], action[:, None]], dim=1)
+            self._mask = torch.cat([self._mask[:, 1:], self._mask.new_ones(B, 1)], dim=1)
+            self._obs = next_obs
+        self._t += 1
+        truncated = self._t >= self.horizon
+        if truncated and cfg.check_actions == "rollout" and bool(self._bad_action):
+            self._t = self.horizon
+            raise ValueError(
+                "joint_action: expected finite values, received NaN or inf during this rollout"
+            )
+        return ImaginedStep(
+            obs=next_obs.clone(),
+            state=next_state.clone(),
+            reward=reward.clone(),
+            terminated=self._terminated.clone(),
+            truncated=torch.full((B,), truncated, dtype=torch.bool, device=self.device),
+            termination_prob=term_prob.clone(),
+        )

@@ -1,0 +1,158 @@
+"""Training the three world-model components from a replay buffer (paper Algorithm 1, Table 4).
+
+One epoch of Algorithm 1 runs ``steps_per_epoch`` updates of the state decoder, then of the
+dynamics model, then of the reward/termination model, each on its own batches sampled from the
+replay buffer and with its own AdamW optimiser, learning rate and gradient clip (Table 4).
+Per-step losses stay on the device; they are averaged with one host transfer per phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dimalib.data.buffer import ReplayBuffer
+from dimalib.world_model import DIMAWorldModel
+
+__all__ = ["WorldModelTrainer", "WorldModelTrainingConfig"]
+
+
+@dataclass(frozen=True)
+class WorldModelTrainingConfig:
+    """Optimisation of the world model. Defaults: Table 4."""
+
+    decoder_batch: int = 256  # Table 4
+    dynamics_batch: int = 64  # Table 4
+    reward_batch: int = 128  # Table 4
+    decoder_lr: float = 3e-4  # Table 4 (AdamW)
+    dynamics_lr: float = 1e-4  # Table 4 (AdamW)
+    reward_lr: float = 1e-4  # Table 4 (AdamW)
+    decoder_grad_clip: float = 10.0  # Table 4
+    dynamics_grad_clip: float = 1.0  # Table 4
+    reward_grad_clip: float = 10.0  # Table 4
+    weight_decay: float = 0.01  # Table 4, all three models
+    steps_per_epoch: int = 200  # Table 4: "training steps per epoch", for each model
+
+    def __post_init__(self) -> None:
+        for name in ("decoder_batch", "dynamics_batch", "reward_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, received {getattr(self, name)}")
+        if self.steps_per_epoch < 0:
+            raise ValueError(f"steps_per_epoch: expected >= 0, received {self.steps_per_epoch}")
+
+
+def _adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    params = [p for p in module.parameters() if p.requires_grad]
+    device = params[0].device
+    fused = device.type in ("cpu", "cuda")  # one fused kernel instead of a loop over tensors
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+class WorldModelTrainer:
+    """AdamW optimisers and update loops of the decoder, the dynamics model and the reward model.
+
+    Args:
+        world_model: the model to train (its device is where batches are moved).
+        config: Table 4 settings.
+        generator: makes the batch sampling reproducible (on the buffer's device).
+    """
+
+    def __init__(
+        self,
+        world_model: DIMAWorldModel,
+        config: WorldModelTrainingConfig | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.world_model = world_model
+        self.config = cfg = config or WorldModelTrainingConfig()
+        self.generator = generator
+        wd = cfg.weight_decay
+        self.optimizers = {
+            "decoder": _adamw(world_model.decoder, cfg.decoder_lr, wd),
+            "dynamics": _adamw(world_model.dynamics, cfg.dynamics_lr, wd),
+            "reward": _adamw(world_model.reward_model, cfg.reward_lr, wd),
+        }
+        self.device = next(world_model.parameters()).device
+
+    def _to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _run(
+        self,
+        name: str,
+        steps: int,
+        sample: Callable[[], Mapping[str, torch.Tensor]],
+        loss_fn: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        module: nn.Module,
+        clip: float,
+    ) -> dict[str, float]:
+        opt = self.optimizers[name]
+        self.world_model.train()
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(steps):
+            loss, info = loss_fn(self._to_device(sample()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(module.parameters(), clip)
+            opt.step()
+            scalars = {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
+            scalars.update({k: v for k, v in info.items() if v.dim() == 0 and k != "loss"})
+            for k, v in scalars.items():
+                totals[k] = totals[k] + v if k in totals else v.clone()
+        if steps == 0:
+            return {}
+        stacked = torch.stack([v.float() for v in totals.values()]) / steps
+        return {f"{name}/{k}": v for k, v in zip(totals, stacked.tolist(), strict=True)}
+
+    def train_decoder(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
+        """``steps`` updates of eq. 22 on batches of ``decoder_batch`` state-observation pairs."""
+        wm, cfg = self.world_model, self.config
+        return self._run(
+            "decoder", steps,
+            lambda: buffer.sample_state_obs(cfg.decoder_batch, generator=self.generator),
+            wm.decoder_loss, wm.decoder, cfg.decoder_grad_clip,
+        )  # fmt: skip
+
+    def train_dynamics(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
+        """``steps`` updates of eq. 9 on ``dynamics_batch`` windows of ``L`` steps."""
+        wm, cfg = self.world_model, self.config
+        return self._run(
+            "dynamics", steps,
+            lambda: buffer.sample_dynamics(
+                cfg.dynamics_batch, context=wm.context, generator=self.generator
+            ),
+            wm.dynamics_loss, wm.dynamics, cfg.dynamics_grad_clip,
+        )  # fmt: skip
+
+    def train_reward(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
+        """``steps`` updates of eq. 23 on ``reward_batch`` sequences of the GPT's ``max_steps``."""
+        wm, cfg = self.world_model, self.config
+        length = wm.reward_model.config.max_steps
+        return self._run(
+            "reward", steps,
+            lambda: buffer.sample_sequences(cfg.reward_batch, length=length, generator=self.generator),
+            wm.reward_loss, wm.reward_model, cfg.reward_grad_clip,
+        )  # fmt: skip
+
+    def train_epoch(self, buffer: ReplayBuffer, steps: int | None = None) -> dict[str, float]:
+        """Decoder, then dynamics, then reward model: ``steps`` (default Table 4's 200) each."""
+        if len(buffer) == 0:
+            raise ValueError("buffer: expected stored transitions, received an empty buffer")
+        n = self.config.steps_per_epoch if steps is None else steps
+        metrics = self.train_decoder(buffer, n)
+        metrics.update(self.train_dynamics(buffer, n))
+        metrics.update(self.train_reward(buffer, n))
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser states (the model's weights are saved by the model)."""
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
