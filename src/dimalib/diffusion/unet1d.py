@@ -125,9 +125,7 @@ class UNet1D(nn.Module):
         self.norm_out = nn.GroupNorm(max(1, prev // GROUP_SIZE), prev)
         # one projection of the condition for every AdaGroupNorm, in block order (down, mid, up)
         self.blocks: list[ResBlock1D] = [
-            b  # type: ignore[misc]
-            for group in (*self.down, self.mid, *self.up)
-            for b in group  # type: ignore[attr-defined]
+            b for group in (*self.down, self.mid, *self.up) for b in group
         ]
         self.modulation = nn.Linear(cond_dim, sum(b.modulation_size for b in self.blocks))
         self.conv_out = nn.Conv1d(prev, out_channels, 3, padding=1)
