@@ -1,5 +1,17 @@
-"""Training loops: the world model's three update phases (Algorithm 1, Table 4)."""
+"""Training: the world model's update phases and the whole DIMA + MAPPO loop (Algorithm 1)."""
 
+from dimalib.training.config import PRESETS, TrainerConfig, trainer_config
+from dimalib.training.trainer import MetricsLogger, Trainer, evaluate_policy, make_vector_env
 from dimalib.training.world_model_trainer import WorldModelTrainer, WorldModelTrainingConfig
 
-__all__ = ["WorldModelTrainer", "WorldModelTrainingConfig"]
+__all__ = [
+    "PRESETS",
+    "MetricsLogger",
+    "Trainer",
+    "TrainerConfig",
+    "WorldModelTrainer",
+    "WorldModelTrainingConfig",
+    "evaluate_policy",
+    "make_vector_env",
+    "trainer_config",
+]

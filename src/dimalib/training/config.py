@@ -1,0 +1,241 @@
+"""Settings of a whole DIMA run (paper Algorithm 1) and its two presets.
+
+:class:`TrainerConfig` gathers everything :class:`~dimalib.training.trainer.Trainer` needs: the
+schedule of Algorithm 1 (env steps, world-model updates and policy updates per epoch, warm-up),
+the three world-model networks (Table 3), their optimisation (Table 4), imagination (Table 4),
+DIMA's MAPPO (Tables 1 and 4) and evaluation (§5.1). Every field cites where its value comes from.
+
+Presets (:func:`trainer_config`):
+
+* ``"paper"`` — the paper's values. Per epoch: 200 real env steps (MAMuJoCo; 500 Bi-DexHands),
+  200 updates of each world-model component, 4 policy updates on 600 imagined rollouts of
+  horizon 15. World-model training starts once 5000 transitions are stored and policy learning
+  after 10 epochs of world-model training (both from the official code, see the design notes).
+  Meant for a GPU: one full epoch on HalfCheetah-2x3 took 417 s on this project's 2-core CPU
+  (1 torch thread; 385 s world model, 31 s imagination + PPO), i.e. about 1.7k env steps per hour.
+* ``"cpu"`` — the same algorithm (same schedule, warm-up, losses, optimisers, learning rates,
+  horizon, MAPPO and evaluation) with a cheaper epoch: 50 instead of 200 updates per world-model
+  component, a reward-model batch of 64 instead of 128, narrower/shallower networks (0.3M instead
+  of 7.4M world-model parameters on HalfCheetah-2x3) and 200 instead of 600 imagined rollouts.
+  Measured on HalfCheetah-2x3 on the same 2-core CPU, shared with other jobs (load 2-6), 1 torch
+  thread, niced: a 30k-env-step run took 19.2 min (about 94k env steps per hour, warm-up
+  included); epochs with policy learning took 7.0 s median, 9.4 s mean (about 77k-100k env steps
+  per hour). Raise ``wm_training.steps_per_epoch`` if your machine has room.
+
+Measured with ``examples/dima_mappo.py --env HalfCheetah-2x3 --preset cpu --total-env-steps 30000``
+and, for the paper epoch, ``--preset paper --total-env-steps 1000 --set wm_warmup_transitions=1000
+--set policy_warmup_wm_epochs=0`` (the 5th epoch is a full one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dimalib.algorithms.mappo import MAPPOConfig
+from dimalib.diffusion.denoiser import DenoiserConfig
+from dimalib.imagination.env import ImaginationConfig
+from dimalib.models.reward_termination import RewardTerminationConfig
+from dimalib.models.state_decoder import StateDecoderConfig
+from dimalib.training.world_model_trainer import WorldModelTrainingConfig
+from dimalib.world_model import WorldModelConfig
+
+__all__ = [
+    "PRESETS",
+    "EnvFamily",
+    "Preset",
+    "TrainerConfig",
+    "env_family",
+    "trainer_config",
+]
+
+EnvFamily = Literal["mamujoco", "bidexhands"]
+Preset = Literal["paper", "cpu"]
+PRESETS: tuple[Preset, ...] = ("paper", "cpu")
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, received {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Everything a DIMA run needs besides the env name, the seed and the device.
+
+    Defaults are the ``"paper"`` preset for MAMuJoCo. Schedule of one epoch (Algorithm 1)::
+
+        collect env_steps_per_epoch real transitions (actor, stochastic)
+        if len(buffer) >= wm_warmup_transitions:
+            wm_training.steps_per_epoch updates of the decoder, then the dynamics model,
+            then the reward/termination model
+            if more than policy_warmup_wm_epochs world-model epochs are done:
+                policy_updates_per_epoch x (imagine imagination.num_envs rollouts of
+                imagination.horizon steps, one MAPPO update)
+        evaluate every eval_every_env_steps env steps (eval_episodes episodes, mean action)
+
+    Attributes:
+        env_steps_per_epoch: real transitions collected per epoch (Table 4: 200 MAMuJoCo,
+            500 Bi-DexHands); must be a multiple of ``num_envs``.
+        num_envs: env copies stepped together during collection (not in the paper; 1 keeps
+            Algorithm 1's single ``env``; Bi-DexHands runs its copies inside Isaac Gym).
+        wm_warmup_transitions: world-model training starts once the buffer holds this many
+            transitions (official code: 5000, see the design notes).
+        policy_warmup_wm_epochs: policy learning starts once this many world-model epochs are
+            done (official code: 10 rounds, see the design notes).
+        buffer_capacity: replay buffer size in transitions (Table 4: 2.5e5).
+        reset_envs_each_epoch: Algorithm 1's ``collect_experience`` starts with ``env.reset()``.
+            dimalib does exactly that: at the start of every epoch the running episodes are closed
+            in the buffer (``ReplayBuffer.end_episodes``) and the envs are reset with a seed
+            derived from ``(seed, epoch)``. It is also what makes a resumed run identical to an
+            uninterrupted one (a MuJoCo env's state cannot be checkpointed). With ``False``,
+            episodes run across epochs (longer episodes than ``env_steps_per_epoch``) and a
+            resumed run starts new episodes where it resumes (then not bit-identical).
+        collect_policy: ``"actor"`` (Algorithm 1: sample ``a ~ π_ψ``, stochastic, from the
+            start) or ``"random"`` (uniform random actions until policy learning starts, then
+            the actor; not the paper's, a common warm-up choice).
+        max_episode_steps: time limit of the real env (None: the env's default, 1000 for
+            MAMuJoCo, the task's for Bi-DexHands, 100 for the toy env).
+        world_model: the three networks (Table 3; the ``"cpu"`` preset shrinks them).
+        wm_training: batches, AdamW settings and ``steps_per_epoch`` updates per component and
+            epoch (Table 4).
+        imagination: imagined rollouts per policy update and horizon (Table 4: 600, 15).
+        mappo: DIMA's MAPPO (Tables 1 and 4; γ and η differ between MAMuJoCo and Bi-DexHands).
+        policy_updates_per_epoch: imagine-then-update rounds per epoch (Table 4: 4).
+        eval_every_env_steps: evaluate the deterministic actor in separate real env copies
+            whenever the env-step counter crosses a multiple of this (§5.1: "fixed intervals of
+            environment steps"; the interval is not given, dimalib's choice: 10k of a 1M budget).
+        eval_episodes: episodes per evaluation (§5.1: 10).
+    """
+
+    # Algorithm 1 schedule
+    env_steps_per_epoch: int = 200  # Table 4: sampling env steps per epoch (MAMuJoCo)
+    num_envs: int = 1  # not in the paper: Algorithm 1 steps one env
+    wm_warmup_transitions: int = 5000  # official code (design notes)
+    policy_warmup_wm_epochs: int = 10  # official code (design notes)
+    buffer_capacity: int = 250_000  # Table 4: buffer size 2.5e5
+    reset_envs_each_epoch: bool = True  # Algorithm 1: collect_experience starts with env.reset()
+    collect_policy: Literal["actor", "random"] = "actor"  # Algorithm 1: a ~ π_ψ
+    max_episode_steps: int | None = None  # env default (MAMuJoCo: 1000)
+    # world model (Tables 3 and 4)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)  # Table 3
+    wm_training: WorldModelTrainingConfig = field(
+        default_factory=WorldModelTrainingConfig
+    )  # Table 4: batches 256/64/128, AdamW, 200 training steps per epoch
+    # behaviour learning (Tables 1 and 4)
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)  # Table 4: 600, 15
+    mappo: MAPPOConfig = field(default_factory=MAPPOConfig.mamujoco)  # Tables 1 and 4
+    policy_updates_per_epoch: int = 4  # Table 4: training steps per epoch for policy learning
+    # evaluation (§5.1)
+    eval_every_env_steps: int = 10_000  # §5.1: fixed intervals (value not given; dimalib)
+    eval_episodes: int = 10  # §5.1: 10 evaluation episodes
+
+    def __post_init__(self) -> None:
+        _positive_int("env_steps_per_epoch", self.env_steps_per_epoch)
+        _positive_int("num_envs", self.num_envs)
+        if self.env_steps_per_epoch % self.num_envs:
+            raise ValueError(
+                f"env_steps_per_epoch: expected a multiple of num_envs={self.num_envs}, "
+                f"received {self.env_steps_per_epoch}"
+            )
+        _positive_int("wm_warmup_transitions", self.wm_warmup_transitions)
+        _positive_int("policy_warmup_wm_epochs", self.policy_warmup_wm_epochs, minimum=0)
+        _positive_int("buffer_capacity", self.buffer_capacity, minimum=self.num_envs)
+        if self.wm_warmup_transitions > self.buffer_capacity:
+            raise ValueError(
+                f"wm_warmup_transitions: expected at most buffer_capacity={self.buffer_capacity}, "
+                f"received {self.wm_warmup_transitions}"
+            )
+        _positive_int("policy_updates_per_epoch", self.policy_updates_per_epoch, minimum=0)
+        _positive_int("eval_every_env_steps", self.eval_every_env_steps)
+        _positive_int("eval_episodes", self.eval_episodes)
+        if self.max_episode_steps is not None:
+            _positive_int("max_episode_steps", self.max_episode_steps)
+        if self.collect_policy not in ("actor", "random"):
+            raise ValueError(
+                f"collect_policy: expected 'actor' or 'random', received {self.collect_policy!r}"
+            )
+        for name, kind in (
+            ("world_model", WorldModelConfig),
+            ("wm_training", WorldModelTrainingConfig),
+            ("imagination", ImaginationConfig),
+            ("mappo", MAPPOConfig),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ValueError(
+                    f"{name}: expected a {kind.__name__}, received {type(value).__name__}"
+                )
+        max_steps = self.world_model.reward.max_steps
+        if self.imagination.horizon > max_steps:
+            raise ValueError(
+                f"imagination.horizon: expected at most the reward model's max_steps={max_steps}, "
+                f"received {self.imagination.horizon}"
+            )
+
+    @property
+    def wm_updates_per_epoch(self) -> int:
+        """Updates of each world-model component per epoch (Table 4: 200)."""
+        return self.wm_training.steps_per_epoch
+
+    def replace(self, **changes: Any) -> TrainerConfig:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (nested dicts), for logs and ``config.json``."""
+        return dataclasses.asdict(self)
+
+
+def env_family(env_name: str) -> EnvFamily:
+    """``"bidexhands"`` for the Bi-DexHands tasks, else ``"mamujoco"`` (MAMuJoCo and the toy env)."""
+    from dimalib.envs.bidexhands import BIDEXHANDS_TASKS
+
+    return "bidexhands" if env_name in BIDEXHANDS_TASKS else "mamujoco"
+
+
+def _paper(family: EnvFamily) -> TrainerConfig:
+    if family == "bidexhands":
+        return TrainerConfig(
+            env_steps_per_epoch=500,  # Table 4: 500 in Bi-DexHands
+            mappo=MAPPOConfig.bidexhands(),  # Table 1: γ 0.95, η 0.01
+        )
+    return TrainerConfig()  # Table 4 / Table 1 MAMuJoCo values are the defaults
+
+
+def _cpu(family: EnvFamily) -> TrainerConfig:
+    """The paper's schedule with a cheaper epoch (see the module docstring)."""
+    paper = _paper(family)
+    world_model = WorldModelConfig(
+        # Table 3: [2,2,2] blocks of 64 channels, cond 256; here 2 levels of 1 block, 32 channels
+        dynamics=DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32),
+        # Table 3: 6 layers, 4 heads, 256 wide (dropouts 0.1 kept); max_steps = H = 15 kept
+        reward=RewardTerminationConfig(n_layer=2, n_head=2, n_embd=64, head_hidden=64),
+        # Table 3: 3 layers of 512 (FSQ levels [8, 6, 5] kept); here 3 layers of 128
+        decoder=StateDecoderConfig(hidden_dim=128),
+    )
+    return paper.replace(
+        world_model=world_model,
+        # Table 4: 200 updates per component and a reward batch of 128 (learning rates, clips,
+        # weight decay and the other batches kept)
+        wm_training=WorldModelTrainingConfig(steps_per_epoch=50, reward_batch=64),
+        # Table 4: 600 rollouts (horizon 15 kept)
+        imagination=ImaginationConfig(num_envs=200, horizon=15),
+        # evaluation: 10 episodes (§5.1) every 5k env steps, so short CPU runs get a curve
+        eval_every_env_steps=5_000,
+    )
+
+
+def trainer_config(preset: Preset | str, env_name: str = "HalfCheetah-2x3") -> TrainerConfig:
+    """The ``"paper"`` or ``"cpu"`` preset for an environment (its family picks Table 1/4 values).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    family = env_family(env_name)
+    if preset == "paper":
+        return _paper(family)
+    if preset == "cpu":
+        return _cpu(family)
+    raise ValueError(f"preset: expected one of {list(PRESETS)}, received {preset!r}")

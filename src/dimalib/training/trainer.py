@@ -1,0 +1,814 @@
+"""`Trainer`: DIMA paired with learning in imagination (paper Algorithm 1, App. F).
+
+One call of :meth:`Trainer.run_epoch` is one iteration of Algorithm 1's ``training_loop``:
+
+1. **collect_experience** — the envs are reset (Algorithm 1 resets at the start of every
+   collection; see *Determinism* below) and ``env_steps_per_epoch`` real transitions are collected
+   with the MAPPO actor, stochastic, into the replay buffer;
+2. **world model** — once the buffer holds ``wm_warmup_transitions``: ``steps_per_epoch`` updates
+   of the state decoder, then of the diffusion dynamics model, then of the reward/termination
+   model (:class:`~dimalib.training.world_model_trainer.WorldModelTrainer`, Table 4 optimisers);
+3. **update_actor_critic** — once more than ``policy_warmup_wm_epochs`` world-model epochs are
+   done: ``policy_updates_per_epoch`` times, imagine ``num_envs`` rollouts of ``horizon`` steps
+   from real start contexts and make one MAPPO update on them;
+4. **evaluation** — whenever the env-step counter crosses a multiple of ``eval_every_env_steps``:
+   ``eval_episodes`` episodes of the deterministic actor (its mean action) in separate env copies.
+
+Every epoch's metrics go to ``history``, to ``LOG_DIR/metrics.csv`` (always, when a ``log_dir``
+is given) and to TensorBoard under ``LOG_DIR/tb`` (only when ``torch.utils.tensorboard`` imports,
+i.e. when the ``tensorboard`` package is installed), against the env-step counter.
+
+**Determinism and resuming.** A run is a function of its seed: the envs are reset with seeds
+derived from ``(seed, epoch)``, the actor samples from ``torch.Generator`` s, the replay sampling
+and imagination use their own generators, and the global torch / numpy / ``random`` RNGs are seeded
+at construction. A MuJoCo env's internal state cannot be checkpointed, so dimalib never needs to:
+at the start of **every** epoch the running episodes are closed in the buffer
+(``ReplayBuffer.end_episodes``) and the envs are reset with the epoch's seed — identically in an
+uninterrupted and in a resumed run. :meth:`Trainer.save_checkpoint` writes (atomically, versioned)
+the world model, its three optimisers, MAPPO (actor, critic with ValueNorm, both optimisers), the
+replay buffer, the counters, every RNG state and the config; :meth:`Trainer.resume` restores them,
+so the next epoch's metrics equal those of the uninterrupted run exactly (timings aside). With
+``reset_envs_each_epoch=False`` episodes run across epochs and a resumed run starts new episodes at
+the resume point (then not bit-identical). Bi-DexHands (Isaac Gym) envs are seeded once, when
+built, and cannot be reset with a seed: runs there are not reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import io
+import logging
+import os
+import random
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from dimalib.algorithms.mappo import MAPPO
+from dimalib.data.buffer import ReplayBuffer
+from dimalib.envs import (
+    BIDEXHANDS_TASKS,
+    VectorMultiAgentEnv,
+    collect,
+    known_env_names,
+    make_env,
+)
+from dimalib.envs.bidexhands import BiDexHandsVecEnv, make_bidexhands
+from dimalib.envs.mamujoco import parse_mamujoco_name
+from dimalib.envs.toy import CoupledPointMasses
+from dimalib.envs.vector import StepResult
+from dimalib.imagination.env import ImaginationEnv
+from dimalib.spec import MultiAgentSpec
+from dimalib.training.config import TrainerConfig, trainer_config
+from dimalib.training.world_model_trainer import WorldModelTrainer
+from dimalib.utils.io import atomic_save, load_versioned
+from dimalib.world_model import DIMAWorldModel
+
+__all__ = [
+    "TOY_ENV",
+    "MetricsLogger",
+    "RealVectorEnv",
+    "Trainer",
+    "check_env_name",
+    "evaluate_policy",
+    "known_trainer_envs",
+    "make_vector_env",
+]
+
+logger = logging.getLogger(__name__)
+
+_KIND = "dima_trainer_checkpoint"
+_VERSION = 1
+
+TOY_ENV = "toy"
+"""Name of the fast analytic test env: :class:`~dimalib.envs.toy.CoupledPointMasses` with three
+agents of action sizes 1, 2 and 3 (episodes of 100 steps unless ``max_episode_steps`` says)."""
+
+_TIMING_PREFIXES = ("time/", "perf/")
+
+
+# --------------------------------------------------------------------------- environments
+class RealVectorEnv(Protocol):
+    """A batched real env: :class:`VectorMultiAgentEnv` or :class:`BiDexHandsVecEnv`."""
+
+    num_envs: int
+    spec: MultiAgentSpec
+
+    @property
+    def needs_reset(self) -> bool: ...
+
+    @property
+    def state(self) -> torch.Tensor: ...
+
+    @property
+    def obs(self) -> torch.Tensor: ...
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def step(self, joint_action: torch.Tensor) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+def known_trainer_envs() -> list[str]:
+    """Env names :class:`Trainer` accepts by name: ``"toy"``, the seven MAMuJoCo tasks of the
+    paper and the four Bi-DexHands tasks (any other MAMuJoCo ``"Scenario-AxB"`` works too)."""
+    return [TOY_ENV, *known_env_names()]
+
+
+def check_env_name(name: str) -> None:
+    """Raise ``ValueError`` listing the known names unless ``name`` is one :func:`make_vector_env`
+    can build."""
+    if not isinstance(name, str):
+        raise ValueError(f"env: expected a string, received {type(name).__name__}")
+    if name == TOY_ENV or name in BIDEXHANDS_TASKS or parse_mamujoco_name(name) is not None:
+        return
+    raise ValueError(
+        f"env: unknown environment {name!r}; expected one of {known_trainer_envs()} "
+        "(or another MAMuJoCo 'Scenario-AxB' name such as 'Hopper-3x1')"
+    )
+
+
+def _toy_env(max_steps: int | None) -> CoupledPointMasses:
+    return CoupledPointMasses(n_agents=3, action_dims=(1, 2, 3), max_steps=max_steps or 100)
+
+
+def make_vector_env(
+    name: str,
+    num_envs: int,
+    *,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    device: torch.device | str = "cpu",
+) -> RealVectorEnv:
+    """``num_envs`` copies of a real env as one batched env.
+
+    ``"toy"`` and MAMuJoCo names give an in-process :class:`VectorMultiAgentEnv` (seeded at each
+    ``reset(seed=...)``); Bi-DexHands names give Isaac Gym's own batched env, seeded here with
+    ``seed`` (it raises ``ImportError`` explaining how to install Isaac Gym when it is missing).
+
+    Raises:
+        ValueError: unknown name.
+        ImportError: a Bi-DexHands task without Isaac Gym.
+    """
+    check_env_name(name)
+    if name in BIDEXHANDS_TASKS:
+        dev = torch.device(device)
+        kwargs: dict[str, Any] = {"num_envs": num_envs, "seed": seed, "device": dev}
+        if dev.type == "cuda":
+            kwargs["rl_device"] = kwargs["sim_device"] = str(dev)
+        if max_episode_steps is not None:
+            kwargs["episode_length"] = max_episode_steps
+        return make_bidexhands(name, **kwargs)
+    if name == TOY_ENV:
+        fn: Callable[[], Any] = functools.partial(_toy_env, max_episode_steps)
+    else:
+        fn = functools.partial(make_env, name, max_episode_steps=max_episode_steps)
+    return VectorMultiAgentEnv([fn] * num_envs, device=device)
+
+
+def _seedable(venv: RealVectorEnv) -> bool:
+    return not isinstance(venv, BiDexHandsVecEnv)
+
+
+def evaluate_policy(
+    venv: RealVectorEnv,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    seed: int | None = None,
+    max_steps: int = 1_000_000,
+) -> dict[str, float]:
+    """Run one episode in each of ``venv``'s copies with ``act(joint_obs [N, O]) -> [N, A]``.
+
+    The envs are reset with ``seed`` (copy ``i`` with ``seed + i``; no seed for Bi-DexHands);
+    stepping continues until every copy has finished its first episode (finished copies keep
+    stepping in their next episode, which is not counted).
+
+    Returns:
+        ``eval/return_mean``, ``eval/return_std`` (population std), ``eval/length_mean`` and
+        ``eval/episodes``.
+
+    Raises:
+        RuntimeError: some copy did not finish an episode within ``max_steps`` steps.
+    """
+    n = venv.num_envs
+    _, obs = venv.reset(seed=seed if _seedable(venv) else None)
+    finished = torch.zeros(n, dtype=torch.bool)
+    returns = torch.zeros(n, dtype=torch.float64)
+    lengths = torch.zeros(n, dtype=torch.int64)
+    with torch.no_grad():
+        for _ in range(max_steps):
+            out = venv.step(act(obs))
+            done = out.done.cpu()
+            new = done & ~finished
+            if bool(new.any()):
+                returns[new] = out.episode_return.cpu().double()[new]
+                lengths[new] = out.episode_length.cpu()[new]
+                finished |= done
+                if bool(finished.all()):
+                    break
+            obs = out.next_obs
+        else:
+            raise RuntimeError(
+                f"evaluation: {int((~finished).sum())} of {n} episodes did not end within "
+                f"{max_steps} steps; give the env a time limit (max_episode_steps)"
+            )
+    return {
+        "eval/return_mean": float(returns.mean()),
+        "eval/return_std": float(returns.std(unbiased=False)),
+        "eval/length_mean": float(lengths.double().mean()),
+        "eval/episodes": n,
+    }
+
+
+# --------------------------------------------------------------------------- logging
+def _format(value: float) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))  # round-trips exactly
+
+
+def _tensorboard_writer(log_dir: Path, purge_step: int | None) -> Any:
+    """A ``SummaryWriter`` if ``torch.utils.tensorboard`` imports, else ``None``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        logger.info("TensorBoard logging off (%s); metrics go to metrics.csv only", exc)
+        return None
+    return SummaryWriter(str(log_dir / "tb"), purge_step=purge_step)
+
+
+class MetricsLogger:
+    """Per-epoch metric rows to ``LOG_DIR/metrics.csv`` and, when available, TensorBoard.
+
+    The CSV has one row per epoch and one column per metric; a metric that appears later (the
+    world-model and policy metrics start after the warm-up) widens the header, and the file is
+    then rewritten (atomically). Missing values are empty cells. Nothing is written before the
+    first :meth:`log` call.
+
+    Args:
+        log_dir: the folder (created on the first write).
+        tensorboard: also write TensorBoard events under ``LOG_DIR/tb`` if
+            ``torch.utils.tensorboard`` imports.
+        history: rows already logged (a resumed run): the CSV is rewritten with exactly these
+            before the first new row, dropping rows a crashed run wrote after its last checkpoint.
+        step_key: the row entry used as TensorBoard's global step.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        *,
+        tensorboard: bool = True,
+        history: Sequence[Mapping[str, float]] = (),
+        step_key: str = "env_steps",
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.csv_path = self.log_dir / "metrics.csv"
+        self.step_key = step_key
+        self._tensorboard = tensorboard
+        self._rows: list[dict[str, float]] = [dict(r) for r in history]
+        self._columns: list[str] = []
+        for row in self._rows:
+            self._extend_columns(row)
+        self._started = False
+        self._writer: Any = None
+
+    def _extend_columns(self, row: Mapping[str, float]) -> bool:
+        """Add the row's new keys; timing columns (``time/*``, ``perf/*``) stay last."""
+        new = [k for k in row if k not in self._columns]
+        for key in new:
+            if key.startswith(_TIMING_PREFIXES):
+                self._columns.append(key)
+            else:
+                first_timing = next(
+                    (i for i, c in enumerate(self._columns) if c.startswith(_TIMING_PREFIXES)),
+                    len(self._columns),
+                )
+                self._columns.insert(first_timing, key)
+        return bool(new)
+
+    def _rewrite(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._columns, restval="")
+        writer.writeheader()
+        for row in self._rows:
+            writer.writerow({k: _format(v) for k, v in row.items()})
+        tmp = self.log_dir / f".metrics.csv.{os.getpid()}.tmp"  # open() applies the umask
+        try:
+            with tmp.open("w", newline="") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, self.csv_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._rewrite()
+        if self._tensorboard:
+            purge = int(self._rows[-1][self.step_key]) + 1 if self._rows else None
+            self._writer = _tensorboard_writer(self.log_dir, purge)
+        self._started = True
+
+    def log(self, row: Mapping[str, float]) -> None:
+        """Append one row (numbers; NaN is written as ``nan``)."""
+        row = dict(row)
+        if not self._started:
+            self._rows.append(row)
+            self._extend_columns(row)
+            self._start()
+        else:
+            self._rows.append(row)
+            if self._extend_columns(row):
+                self._rewrite()
+            else:
+                with self.csv_path.open("a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=self._columns, restval="").writerow(
+                        {k: _format(v) for k, v in row.items()}
+                    )
+        if self._writer is not None:
+            step = int(row.get(self.step_key, len(self._rows)))
+            for key, value in row.items():
+                if key != self.step_key and isinstance(value, (int, float)):
+                    self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# --------------------------------------------------------------------------- seeds
+def _derive_seed(seed: int, tag: str, *keys: int) -> int:
+    """A seed for one purpose (``tag``) and moment (``keys``), independent of the others."""
+    seq = np.random.SeedSequence([seed, zlib.crc32(tag.encode()), *keys])
+    return int(seq.generate_state(1, dtype=np.uint32)[0]) % (2**31 - 2**16)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+class _RewardTally:
+    """Forwards transitions to the buffer and sums their rewards (on the device, no sync)."""
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self.buffer = buffer
+        self.total = torch.zeros((), dtype=torch.float64)
+        self.count = 0
+
+    def add(
+        self,
+        state: torch.Tensor,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        next_state: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        self.buffer.add(state, obs, action, reward, terminated, truncated, next_state, next_obs)
+        self.total = self.total.to(reward.device) + reward.double().sum()
+        self.count += int(reward.numel())
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """DIMA + MAPPO on a real multi-agent env (Algorithm 1); see the module docstring.
+
+    Args:
+        env: an env name (:func:`known_trainer_envs`).
+        config: the run's settings (default: the ``"paper"`` preset for ``env``).
+        seed: seeds everything (non-negative); the global torch, numpy and ``random`` RNGs are
+            seeded with it here.
+        device: where the networks, the replay buffer and imagination live.
+        log_dir: folder of ``metrics.csv`` (and TensorBoard's ``tb/``); None logs nothing to disk.
+        tensorboard: write TensorBoard events when ``torch.utils.tensorboard`` imports.
+
+    Attributes:
+        epoch: epochs completed. ``env_steps``: real transitions collected.
+        wm_epochs: epochs with world-model training. ``policy_epochs``: epochs with policy updates.
+        history: one metrics dict per completed epoch.
+
+    Example:
+        >>> trainer = Trainer("HalfCheetah-2x3", trainer_config("cpu"), log_dir="runs/x")  # doctest: +SKIP
+        >>> while trainer.env_steps < 30_000:  # doctest: +SKIP
+        ...     row = trainer.run_epoch()
+        >>> trainer.save_checkpoint("runs/x/checkpoint.pt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        env: str,
+        config: TrainerConfig | None = None,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        log_dir: str | os.PathLike[str] | None = None,
+        tensorboard: bool = True,
+    ) -> None:
+        check_env_name(env)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
+        if config is not None and not isinstance(config, TrainerConfig):
+            raise ValueError(f"config: expected a TrainerConfig, received {type(config).__name__}")
+        self.env_name = env
+        self.config = cfg = config or trainer_config("paper", env)
+        self.seed = seed
+        self.device = torch.device(device)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self._tensorboard = tensorboard
+
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+        # real envs: one batch for collection, a separate one (one copy per episode) for evaluation
+        self.venv = make_vector_env(
+            env, cfg.num_envs, seed=seed, max_episode_steps=cfg.max_episode_steps,
+            device=self.device,
+        )  # fmt: skip
+        try:
+            self.eval_venv = make_vector_env(
+                env, cfg.eval_episodes, seed=_derive_seed(seed, "eval-env"),
+                max_episode_steps=cfg.max_episode_steps, device=self.device,
+            )  # fmt: skip
+        except BaseException:
+            self.venv.close()
+            raise
+        self.spec = spec = self.venv.spec
+        try:
+            self.buffer = ReplayBuffer(
+                spec, cfg.buffer_capacity, num_streams=cfg.num_envs, device=self.device
+            )
+            self.world_model = DIMAWorldModel(spec, cfg.world_model).to(self.device)
+            # replay sampling runs on the CPU generator whatever the device (the buffer accepts it)
+            self.wm_generator = _generator(torch.device("cpu"), _derive_seed(seed, "wm"))
+            self.wm_trainer = WorldModelTrainer(
+                self.world_model, cfg.wm_training, generator=self.wm_generator
+            )
+            self.imagination = ImaginationEnv(self.world_model, self.buffer, cfg.imagination)
+            self.mappo = MAPPO(spec, cfg.mappo, self.device)
+            self.policy_generator = _generator(self.device, _derive_seed(seed, "policy"))
+            self.collect_generator = _generator(self.device, _derive_seed(seed, "collect"))
+        except BaseException:
+            self.venv.close()
+            self.eval_venv.close()
+            raise
+
+        self.epoch = 0
+        self.env_steps = 0
+        self.wm_epochs = 0
+        self.policy_epochs = 0
+        self.next_eval = cfg.eval_every_env_steps
+        self.total_time = 0.0  # wall seconds of completed epochs, over all sessions
+        self.history: list[dict[str, float]] = []
+        self._metrics: MetricsLogger | None = None
+        self._session_start = time.perf_counter()
+        self._session_steps = 0
+        logger.info(
+            "Trainer: %s, %d agents, obs %s, actions %s, state %d; world model %.2fM parameters",
+            env, spec.n_agents, spec.obs_dims, spec.action_dims, spec.state_dim,
+            sum(p.numel() for p in self.world_model.parameters()) / 1e6,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ phases
+    def _collect_policy(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        cfg, spec = self.config, self.spec
+        if cfg.collect_policy == "random" and self.policy_epochs == 0:
+            low, high = spec.action_bounds(device=self.device)
+            gen = self.collect_generator
+
+            def random_policy(obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+                u = torch.rand(
+                    obs.shape[0], spec.joint_action_dim, generator=gen, device=gen.device
+                )
+                return low + (high - low) * u.to(self.device)
+
+            return random_policy
+
+        def actor_policy(obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+            out = self.mappo.actor.act(obs.to(self.device), generator=self.collect_generator)
+            return out.action
+
+        return actor_policy
+
+    def _collect(self) -> dict[str, float]:
+        """Algorithm 1 ``collect_experience``: reset, then ``env_steps_per_epoch`` transitions."""
+        cfg = self.config
+        if cfg.reset_envs_each_epoch or self.venv.needs_reset:
+            self.buffer.end_episodes()  # the cut episode must not run into the next one
+            seed = _derive_seed(self.seed, "collect-reset", self.epoch)
+            self.venv.reset(seed=seed if _seedable(self.venv) else None)
+        tally = _RewardTally(self.buffer)
+        self.mappo.actor.eval()
+        result = collect(
+            self.venv, self._collect_policy(), cfg.env_steps_per_epoch // cfg.num_envs, tally
+        )
+        self.env_steps += result.env_steps
+        self._session_steps += result.env_steps
+        return {
+            "collect/reward_mean": float(tally.total) / max(tally.count, 1),
+            "collect/episodes": result.num_episodes,
+            "collect/episode_return": result.mean_return,
+            "buffer/size": len(self.buffer),
+        }
+
+    def _init_normalizer(self) -> None:
+        """Seed the state statistics with every stored state before the first model update.
+
+        The decoder and the reward model train before the dynamics model in an epoch and read the
+        normalised state; without this their first epoch would see raw states. Afterwards the
+        dynamics loss keeps updating the statistics (``DenoiserConfig.update_normalizer``).
+        """
+        states = [self.buffer.stream_data(i)["state"] for i in range(self.buffer.num_streams)]
+        self.world_model.update_normalizer(torch.cat(states).to(self.device))
+
+    def _train_world_model(self) -> dict[str, float]:
+        if self.wm_epochs == 0:
+            self._init_normalizer()
+        metrics = self.wm_trainer.train_epoch(self.buffer)
+        self.wm_epochs += 1
+        return {f"wm/{k}": v for k, v in metrics.items()}
+
+    def _learn_in_imagination(self) -> dict[str, float]:
+        """Algorithm 1 ``update_actor_critic``, ``policy_updates_per_epoch`` times."""
+        cfg = self.config
+        sums: dict[str, float] = {}
+        n = cfg.policy_updates_per_epoch
+        for k in range(n):
+            rollout = self.mappo.collect_imagined_rollout(
+                self.imagination,
+                generator=self.policy_generator,
+                seed=_derive_seed(self.seed, "imagine", self.epoch, k),
+            )
+            stats = self.mappo.update(rollout, generator=self.policy_generator)
+            stats["imagined_return"] = float(rollout["rewards"].sum(0).mean())
+            stats["imagined_terminated"] = float(rollout["terminated"][-1].float().mean())
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+        self.policy_epochs += 1
+        return {f"policy/{k}": v / n for k, v in sums.items()}
+
+    def evaluate(self) -> dict[str, float]:
+        """``eval_episodes`` real episodes of the deterministic actor (mean action), one per
+        separate env copy, reset with a seed derived from ``(seed, env_steps)``."""
+        self.mappo.actor.eval()
+        return evaluate_policy(
+            self.eval_venv,
+            lambda obs: self.mappo.act(obs, deterministic=True),
+            seed=_derive_seed(self.seed, "eval", self.env_steps),
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def run_epoch(self, *, force_eval: bool = False) -> dict[str, float]:
+        """One iteration of Algorithm 1 (see the module docstring); returns the epoch's metrics.
+
+        Args:
+            force_eval: evaluate at the end of this epoch even off the evaluation schedule
+                (e.g. the last epoch of a run).
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        row: dict[str, float] = {}
+        row.update(self._collect())
+        t_collect = time.perf_counter()
+        if len(self.buffer) >= cfg.wm_warmup_transitions:
+            row.update(self._train_world_model())
+        t_wm = time.perf_counter()
+        if self.wm_epochs > cfg.policy_warmup_wm_epochs and cfg.policy_updates_per_epoch > 0:
+            row.update(self._learn_in_imagination())
+        t_policy = time.perf_counter()
+        self.epoch += 1
+        if force_eval or self.env_steps >= self.next_eval:
+            row.update(self.evaluate())
+            while self.next_eval <= self.env_steps:
+                self.next_eval += cfg.eval_every_env_steps
+        end = time.perf_counter()
+        self.total_time += end - start
+        session = end - self._session_start
+        row = {
+            "epoch": self.epoch,
+            "env_steps": self.env_steps,
+            "wm_epochs": self.wm_epochs,
+            "policy_epochs": self.policy_epochs,
+            **row,
+            "time/collect_s": t_collect - start,
+            "time/world_model_s": t_wm - t_collect,
+            "time/policy_s": t_policy - t_wm,
+            "time/eval_s": end - t_policy,
+            "time/epoch_s": end - start,
+            "time/total_s": self.total_time,
+            "perf/env_steps_per_s": self._session_steps / max(session, 1e-9),
+        }
+        self.history.append(row)
+        if self.log_dir is not None:
+            if self._metrics is None:
+                self._metrics = MetricsLogger(
+                    self.log_dir, tensorboard=self._tensorboard, history=self.history[:-1]
+                )
+            self._metrics.log(row)
+        logger.debug("epoch %d: %s", self.epoch, row)
+        return row
+
+    def train(
+        self,
+        total_env_steps: int,
+        callback: Callable[[Mapping[str, float]], bool | None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Run epochs until ``env_steps >= total_env_steps``; the last one is evaluated.
+
+        ``callback(row)`` is called after every epoch; returning ``False`` stops early.
+        Returns :attr:`history`.
+        """
+        per_epoch = self.config.env_steps_per_epoch
+        while self.env_steps < total_env_steps:
+            last = self.env_steps + per_epoch >= total_env_steps
+            row = self.run_epoch(force_eval=last)
+            if callback is not None and callback(row) is False:
+                break
+        return self.history
+
+    @property
+    def last_eval(self) -> dict[str, float] | None:
+        """The most recent evaluation: ``env_steps`` and the ``eval/*`` metrics (None if none)."""
+        for row in reversed(self.history):
+            if "eval/return_mean" in row:
+                return {k: v for k, v in row.items() if k == "env_steps" or k.startswith("eval/")}
+        return None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "generators": {
+                "wm": self.wm_generator.get_state(),
+                "policy": self.policy_generator.get_state(),
+                "collect": self.collect_generator.get_state(),
+            },
+            "device": str(self.device),
+        }
+
+    def _set_rng_state(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            with contextlib.suppress(RuntimeError):  # another GPU count: keep the fresh seeds
+                torch.cuda.set_rng_state_all(state["cuda"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        gens = state["generators"]
+        self.wm_generator.set_state(gens["wm"])
+        if torch.device(state["device"]).type == self.device.type:
+            self.policy_generator.set_state(gens["policy"])
+            self.collect_generator.set_state(gens["collect"])
+        else:
+            logger.warning(
+                "resuming on %s a run saved on %s: the policy's sampling generators restart from "
+                "their seeds, so the run is not bit-identical to an uninterrupted one",
+                self.device, state["device"],
+            )  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`save_checkpoint` writes (tensors on the CPU where it matters)."""
+        return {
+            "env": self.env_name,
+            "seed": self.seed,
+            "device": str(self.device),
+            "config": self.config,
+            "config_dict": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "counters": {
+                "epoch": self.epoch,
+                "env_steps": self.env_steps,
+                "wm_epochs": self.wm_epochs,
+                "policy_epochs": self.policy_epochs,
+                "next_eval": self.next_eval,
+                "total_time": self.total_time,
+            },
+            "world_model": {k: v.detach().cpu() for k, v in self.world_model.state_dict().items()},
+            "wm_optimizers": self.wm_trainer.state_dict(),
+            "mappo": self.mappo.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "rng": self._rng_state(),
+            "history": [dict(r) for r in self.history],
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Write the whole run state atomically (temp file, fsync, rename), versioned.
+
+        Call it between epochs; :meth:`resume` continues exactly where this left off.
+        """
+        t0 = time.perf_counter()
+        out = atomic_save(self.state_dict(), path, kind=_KIND, version=_VERSION)
+        logger.info(
+            "saved checkpoint at epoch %d / %d env steps to %s (%.1f s)",
+            self.epoch, self.env_steps, out, time.perf_counter() - t0,
+        )  # fmt: skip
+        return out
+
+    def _load(self, blob: Mapping[str, Any]) -> None:
+        spec = MultiAgentSpec.from_dict(blob["spec"])
+        if spec != self.spec:
+            raise ValueError(f"checkpoint: saved for spec {spec}, the env now has {self.spec}")
+        self.world_model.load_state_dict(blob["world_model"])
+        self.wm_trainer.load_state_dict(blob["wm_optimizers"])
+        self.mappo.load_state_dict(blob["mappo"])
+        self.buffer = ReplayBuffer.from_state_dict(blob["buffer"], device=self.device, spec=spec)
+        self.imagination.source = self.buffer
+        counters = blob["counters"]
+        self.epoch = int(counters["epoch"])
+        self.env_steps = int(counters["env_steps"])
+        self.wm_epochs = int(counters["wm_epochs"])
+        self.policy_epochs = int(counters["policy_epochs"])
+        self.next_eval = int(counters["next_eval"])
+        self.total_time = float(counters["total_time"])
+        self.history = [dict(r) for r in blob["history"]]
+        self._set_rng_state(blob["rng"])  # last: nothing after this may draw random numbers
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: torch.device | str | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        tensorboard: bool = True,
+    ) -> Trainer:
+        """Rebuild a trainer from :meth:`save_checkpoint`'s file (the file is only read).
+
+        Args:
+            path: the checkpoint.
+            device: default: the device it was saved from.
+            log_dir: where to continue ``metrics.csv``; its rows are rewritten from the
+                checkpoint's history on the first epoch (rows written after the checkpoint by an
+                interrupted run are dropped).
+            tensorboard: as in the constructor.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a dimalib trainer checkpoint of this version, corrupt or incomplete.
+        """
+        blob = load_versioned(path, kind=_KIND, version=_VERSION, map_location="cpu")
+        required = (
+            "env", "seed", "device", "config", "spec", "counters", "world_model",
+            "wm_optimizers", "mappo", "buffer", "rng", "history",
+        )  # fmt: skip
+        missing = [k for k in required if k not in blob]
+        if missing:
+            raise ValueError(f"path: {str(path)!r} is an incomplete trainer checkpoint: {missing}")
+        config = blob["config"]
+        if not isinstance(config, TrainerConfig):
+            raise ValueError(
+                f"path: {str(path)!r} holds a {type(config).__name__} config, not a TrainerConfig"
+            )
+        trainer = cls(
+            str(blob["env"]),
+            config,
+            seed=int(blob["seed"]),
+            device=blob["device"] if device is None else device,
+            log_dir=log_dir,
+            tensorboard=tensorboard,
+        )
+        try:
+            trainer._load(blob)
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            trainer.close()
+            raise ValueError(f"path: {str(path)!r} is not a consistent checkpoint ({err})") from err
+        logger.info(
+            "resumed %s at epoch %d / %d env steps from %s",
+            trainer.env_name, trainer.epoch, trainer.env_steps, path,
+        )  # fmt: skip
+        return trainer
+
+    # ------------------------------------------------------------------ cleanup
+    def close(self) -> None:
+        """Close the envs and the log files (idempotent)."""
+        for venv in (self.venv, self.eval_venv):
+            with contextlib.suppress(Exception):
+                venv.close()
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
