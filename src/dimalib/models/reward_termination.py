@@ -588,6 +588,12 @@ class RewardTerminationGPT(nn.Module):
                 f"{names[0]}: expected batch size {cache.batch_size} (the cache's), "
                 f"received {states.shape[0]}"
             )
+        if cache.keys.device != states.device or cache.values.shape != cache.keys.shape:
+            raise ValueError(
+                f"cache: expected keys/values of shape {tuple(cache.keys.shape)} on "
+                f"{states.device}, received values {tuple(cache.values.shape)} on "
+                f"{cache.keys.device}"
+            )
         start = cache.length
         x = self._embed(states, actions, cache.steps)  # (B, 2T, C)
         h = self._trunk(x, cache, start)  # (B, T, C)
