@@ -129,9 +129,12 @@ class DIMAWorldModel(nn.Module):
         return self.decoder.loss(self.normalize_state(state), batch["obs"])
 
     # ------------------------------------------------------------ inference
-    def decode(self, state: torch.Tensor) -> torch.Tensor:
-        """Joint observation ``[..., O]`` of global states ``[..., S]`` (environment units)."""
-        return self.decoder.decode_joint(self.normalize_state(state))
+    def decode(self, state: torch.Tensor, *, check_inputs: bool = True) -> torch.Tensor:
+        """Joint observation ``[..., O]`` of global states ``[..., S]`` (environment units).
+
+        ``check_inputs=False`` skips the NaN/inf scan (a host sync), for hot loops.
+        """
+        return self.decoder.decode_joint(self.normalize_state(state), check_inputs=check_inputs)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str], **extra: Any) -> Path:

@@ -286,8 +286,10 @@ class ImaginationEnv:
                 check_inputs=False,
             )
             assert self._cache is not None
-            reward, term_prob = wm.reward_model.step(self._cache, wm.normalize_state(state), action)
-            next_obs = wm.decode(next_state)
+            reward, term_prob = wm.reward_model.step(
+                self._cache, wm.normalize_state(state), action, check_inputs=False
+            )
+            next_obs = wm.decode(next_state, check_inputs=False)
 
             reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
             self._terminated |= term_prob > cfg.termination_threshold

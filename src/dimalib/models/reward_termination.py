@@ -384,12 +384,16 @@ class RewardTerminationGPT(nn.Module):
         *,
         past_steps: int = 0,
         names: tuple[str, str] = ("states", "actions"),
+        finite: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """Validate ``[B, T, S]``/``[B, T, A]`` (``names`` for the messages); cast to our dtype."""
+        """Validate ``[B, T, S]``/``[B, T, A]`` (``names`` for the messages); cast to our dtype.
+
+        ``finite=False`` skips the NaN/inf scan (a host sync) for hot loops that checked once.
+        """
         spec, (s_name, a_name) = self.spec, names
-        check_tensor(s_name, states, (None, None, spec.state_dim), floating=True, finite=True)
+        check_tensor(s_name, states, (None, None, spec.state_dim), floating=True, finite=finite)
         b, t = states.shape[:2]
-        check_tensor(a_name, actions, (b, t, spec.joint_action_dim), floating=True, finite=True)
+        check_tensor(a_name, actions, (b, t, spec.joint_action_dim), floating=True, finite=finite)
         if t < 1:
             raise ValueError(f"{s_name}: expected at least one step, received 0")
         if past_steps + t > self.config.max_steps:
@@ -573,7 +577,12 @@ class RewardTerminationGPT(nn.Module):
         return self._extend(cache, states, actions, ("states", "actions"))
 
     def _extend(
-        self, cache: KVCache, states: Tensor, actions: Tensor, names: tuple[str, str]
+        self,
+        cache: KVCache,
+        states: Tensor,
+        actions: Tensor,
+        names: tuple[str, str],
+        check_inputs: bool = True,
     ) -> tuple[Tensor, Tensor]:
         if not isinstance(cache, KVCache):
             raise ValueError(f"cache: expected a KVCache, received {type(cache).__name__}")
@@ -582,7 +591,9 @@ class RewardTerminationGPT(nn.Module):
         check_tensor("cache.keys", cache.keys, expected)
         if cache.length % 2 != 0:
             raise ValueError(f"cache: expected an even token count, received {cache.length}")
-        states, actions = self._check_inputs(states, actions, past_steps=cache.steps, names=names)
+        states, actions = self._check_inputs(
+            states, actions, past_steps=cache.steps, names=names, finite=check_inputs
+        )
         if states.shape[0] != cache.batch_size:
             raise ValueError(
                 f"{names[0]}: expected batch size {cache.batch_size} (the cache's), "
@@ -601,8 +612,13 @@ class RewardTerminationGPT(nn.Module):
         reward, logit = self._heads(h)
         return reward, torch.sigmoid(logit)
 
-    def step(self, cache: KVCache, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+    def step(
+        self, cache: KVCache, state: Tensor, action: Tensor, *, check_inputs: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """Append one step ``(s_t [B, S], a_t [B, A])``; return ``(reward [B], termination_prob [B])``.
+
+        ``check_inputs=False`` skips the NaN/inf scan of the inputs (one host sync per call);
+        shapes and the context length are always checked.
 
         Raises:
             ValueError: as :meth:`extend` (argument names ``state``/``action``), in particular when
@@ -610,5 +626,7 @@ class RewardTerminationGPT(nn.Module):
         """
         check_tensor("state", state, (None, self.spec.state_dim))
         check_tensor("action", action, (None, self.spec.joint_action_dim))
-        reward, prob = self._extend(cache, state[:, None], action[:, None], ("state", "action"))
+        reward, prob = self._extend(
+            cache, state[:, None], action[:, None], ("state", "action"), check_inputs
+        )
         return reward[:, 0], prob[:, 0]

@@ -157,8 +157,8 @@ class FSQStateDecoder(nn.Module):
         return self.config.codebook_size
 
     # ------------------------------------------------------------ internals
-    def _check_state(self, state: Tensor, name: str = "state") -> Tensor:
-        check_tensor(name, state, floating=True, finite=True)
+    def _check_state(self, state: Tensor, name: str = "state", finite: bool = True) -> Tensor:
+        check_tensor(name, state, floating=True, finite=finite)
         if state.dim() < 1 or state.shape[-1] != self.spec.state_dim:
             raise ValueError(
                 f"{name}: expected shape (..., {self.spec.state_dim}), "
@@ -194,15 +194,18 @@ class FSQStateDecoder(nn.Module):
         (indices,) = unpack(indices, ps, "* k")
         return codes, indices
 
-    def forward(self, state: Tensor) -> Tensor:
-        """Decoded joint observation ``[..., O]`` from ``state [..., S]``."""
-        state = self._check_state(state)
+    def forward(self, state: Tensor, check_inputs: bool = True) -> Tensor:
+        """Decoded joint observation ``[..., O]`` from ``state [..., S]``.
+
+        ``check_inputs=False`` skips the NaN/inf scan (a host sync); the shape is still checked.
+        """
+        state = self._check_state(state, finite=check_inputs)
         codes, _, _, ps = self._quantize(state)
         return self._decode_codes(codes, ps)
 
-    def decode_joint(self, state: Tensor) -> Tensor:
+    def decode_joint(self, state: Tensor, check_inputs: bool = True) -> Tensor:
         """Same as calling the module: joint observation ``[..., O]``, agents in spec order."""
-        return self(state)
+        return self(state, check_inputs)
 
     def decode(self, state: Tensor) -> list[Tensor]:
         """Per-agent observations: a list of ``n_agents`` tensors ``[..., obs_dims[i]]``."""
