@@ -37,32 +37,28 @@ class FourierFeatures(nn.Module):
 
 
 class AdaGroupNorm(nn.Module):
-    """Group norm whose scale and shift come from the condition: ``x·(1 + γ(c)) + β(c)``.
+    """Group norm whose scale and shift come from a condition vector: ``x·(1 + γ(c)) + β(c)``."""
 
-    ``γ(c), β(c)`` are one slice of the U-Net's shared condition projection (see
-    :class:`UNet1D`): every norm of the network is modulated by a single matrix product.
-    """
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()
-        self.channels = channels
         self.num_groups = max(1, channels // GROUP_SIZE)
+        self.linear = nn.Linear(cond_dim, 2 * channels)
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, T), modulation: (B, 2C) = [γ, β]
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, T), cond: (B, cond_dim)
         x = F.group_norm(x, self.num_groups, eps=1e-5)
-        scale, shift = modulation[:, :, None].chunk(2, dim=1)  # (B, C, 1) each
+        scale, shift = self.linear(cond)[:, :, None].chunk(2, dim=1)  # (B, C, 1) each
         return x * (1 + scale) + shift
 
 
 class ResBlock1D(nn.Module):
     """Pre-norm residual block: (AdaGN → SiLU → conv3) × 2, plus a 1×1 skip if channels change."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int) -> None:
         super().__init__()
-        self.norm1 = AdaGroupNorm(in_channels)
+        self.norm1 = AdaGroupNorm(in_channels, cond_dim)
         self.conv1 = nn.Conv1d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = AdaGroupNorm(out_channels)
+        self.norm2 = AdaGroupNorm(out_channels, cond_dim)
         self.conv2 = nn.Conv1d(out_channels, out_channels, 3, padding=1)
         self.skip = (
             nn.Conv1d(in_channels, out_channels, 1)
@@ -72,15 +68,9 @@ class ResBlock1D(nn.Module):
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (DIAMOND)
         nn.init.zeros_(self.conv2.bias)  # type: ignore[arg-type]
 
-    @property
-    def modulation_size(self) -> int:
-        """Width of this block's slice of the condition projection (γ and β of both norms)."""
-        return 2 * (self.norm1.channels + self.norm2.channels)
-
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
-        m1, m2 = modulation.split([2 * self.norm1.channels, 2 * self.norm2.channels], dim=1)
-        h = self.conv1(F.silu(self.norm1(x, m1)))
-        h = self.conv2(F.silu(self.norm2(h, m2)))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x, cond)))
+        h = self.conv2(F.silu(self.norm2(h, cond)))
         return self.skip(x) + h
 
 
@@ -111,44 +101,38 @@ class UNet1D(nn.Module):
         self.downsample = nn.ModuleList()
         prev = channels[0]
         for i, (depth, ch) in enumerate(zip(depths, channels, strict=True)):
-            blocks = [ResBlock1D(prev if j == 0 else ch, ch) for j in range(depth)]
+            blocks = [ResBlock1D(prev if j == 0 else ch, ch, cond_dim) for j in range(depth)]
             self.down.append(nn.ModuleList(blocks))
             prev = ch
             if i < len(depths) - 1:
                 self.downsample.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
-        self.mid = nn.ModuleList([ResBlock1D(prev, prev) for _ in range(2)])
+        self.mid = nn.ModuleList([ResBlock1D(prev, prev, cond_dim) for _ in range(2)])
         self.up = nn.ModuleList()
         for depth, ch in zip(reversed(depths), reversed(channels), strict=True):
-            blocks = [ResBlock1D(prev + ch if j == 0 else ch, ch) for j in range(depth)]
+            blocks = [ResBlock1D(prev + ch if j == 0 else ch, ch, cond_dim) for j in range(depth)]
             self.up.append(nn.ModuleList(blocks))
             prev = ch
         self.norm_out = nn.GroupNorm(max(1, prev // GROUP_SIZE), prev)
-        # one projection of the condition for every AdaGroupNorm, in block order (down, mid, up)
-        self.blocks: list[ResBlock1D] = [
-            b for group in (*self.down, self.mid, *self.up) for b in group
-        ]
-        self.modulation = nn.Linear(cond_dim, sum(b.modulation_size for b in self.blocks))
         self.conv_out = nn.Conv1d(prev, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # the network starts by predicting 0
         nn.init.zeros_(self.conv_out.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x: ``[B, C_in, T]``, cond: ``[B, cond_dim]`` → ``[B, C_out, T]``."""
-        mods = iter(self.modulation(cond).split([b.modulation_size for b in self.blocks], dim=1))
         h = self.conv_in(x)  # (B, C, T)
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:  # type: ignore[attr-defined]
-                h = block(h, next(mods))
+                h = block(h, cond)
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)  # (B, C, ceil(T/2))
         for block in self.mid:
-            h = block(h, next(mods))
+            h = block(h, cond)
         for blocks, skip in zip(self.up, reversed(skips), strict=True):
             if h.shape[-1] != skip.shape[-1]:
                 h = F.interpolate(h, size=skip.shape[-1], mode="nearest")
             h = torch.cat([h, skip], dim=1)
             for block in blocks:  # type: ignore[attr-defined]
-                h = block(h, next(mods))
+                h = block(h, cond)
         return self.conv_out(F.silu(self.norm_out(h)))
