@@ -63,7 +63,7 @@ from dimalib.envs import (
 from dimalib.envs.bidexhands import BiDexHandsVecEnv, make_bidexhands
 from dimalib.envs.mamujoco import parse_mamujoco_name
 from dimalib.envs.toy import CoupledPointMasses
-from dimalib.envs.vector import StepResult
+from dimalib.envs.vector import BatchedMultiAgentEnv
 from dimalib.imagination.env import ImaginationEnv
 from dimalib.spec import MultiAgentSpec
 from dimalib.training.config import TrainerConfig, trainer_config
@@ -95,24 +95,10 @@ _TIMING_PREFIXES = ("time/", "perf/")
 
 
 # --------------------------------------------------------------------------- environments
-class RealVectorEnv(Protocol):
-    """A batched real env: :class:`VectorMultiAgentEnv` or :class:`BiDexHandsVecEnv`."""
+class RealVectorEnv(BatchedMultiAgentEnv, Protocol):
+    """A batched real env with its spec: :class:`VectorMultiAgentEnv` or :class:`BiDexHandsVecEnv`."""
 
-    num_envs: int
     spec: MultiAgentSpec
-
-    @property
-    def needs_reset(self) -> bool: ...
-
-    @property
-    def state(self) -> torch.Tensor: ...
-
-    @property
-    def obs(self) -> torch.Tensor: ...
-
-    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def step(self, joint_action: torch.Tensor) -> StepResult: ...
 
     def close(self) -> None: ...
 
