@@ -29,8 +29,12 @@ from dimalib.world_model import DIMAWorldModel, WorldModelConfig
 
 # heterogeneous agents and non-default bounds, so padding and spaces are exercised
 SPEC = MultiAgentSpec(
-    ("left", "right"), (4, 5), (2, 3), state_dim=6,
-    action_low=(-1.0, -2.0, -1.0, -1.0, 0.0), action_high=(1.0, 2.0, 0.5, 1.0, 3.0),
+    ("left", "right"),
+    (4, 5),
+    (2, 3),
+    state_dim=6,
+    action_low=(-1.0, -2.0, -1.0, -1.0, 0.0),
+    action_high=(1.0, 2.0, 0.5, 1.0, 3.0),
 )
 TINY = WorldModelConfig(
     dynamics=DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32),
@@ -66,16 +70,21 @@ def _buffer(n_rows: int = 40) -> ReplayBuffer:
     g = torch.Generator().manual_seed(1)
     for t in range(n_rows):
         buf.add(
-            torch.randn(1, STATE, generator=g), torch.randn(1, OBS, generator=g),
-            torch.rand(1, ACT, generator=g) * 2 - 1, torch.randn(1, generator=g),
-            torch.zeros(1, dtype=torch.bool), torch.tensor([t % 10 == 9]),
-            torch.randn(1, STATE, generator=g), torch.randn(1, OBS, generator=g),
+            torch.randn(1, STATE, generator=g),
+            torch.randn(1, OBS, generator=g),
+            torch.rand(1, ACT, generator=g) * 2 - 1,
+            torch.randn(1, generator=g),
+            torch.zeros(1, dtype=torch.bool),
+            torch.tensor([t % 10 == 9]),
+            torch.randn(1, STATE, generator=g),
+            torch.randn(1, OBS, generator=g),
         )
     return buf
 
 
-def _env(wm: DIMAWorldModel, n: int, horizon: int, seed: int | None = 0,
-         **cfg: object) -> ImaginationEnv:
+def _env(
+    wm: DIMAWorldModel, n: int, horizon: int, seed: int | None = 0, **cfg: object
+) -> ImaginationEnv:
     config = ImaginationConfig(num_envs=n, horizon=horizon, **cfg)  # type: ignore[arg-type]
     return ImaginationEnv(wm, _buffer(), config, seed=seed)
 
@@ -119,8 +128,10 @@ def test_pettingzoo_api_and_seed_tests(wm: DIMAWorldModel) -> None:
         out = [obs["left"], obs["right"], env.state()]
         g = np.random.default_rng(0)
         while env.agents:
-            acts = {a: g.uniform(-1, 1, env.action_space(a).shape).astype(np.float32)
-                    for a in env.agents}
+            acts = {
+                a: g.uniform(-1, 1, env.action_space(a).shape).astype(np.float32)
+                for a in env.agents
+            }
             obs, rew, _, _, _ = env.step(acts)
             out += [obs["left"], obs["right"], env.state(), np.array(rew["left"])]
         return out
@@ -167,7 +178,8 @@ def test_pettingzoo_spaces_and_values_match_the_imagination_env(wm: DIMAWorldMod
             assert term[agent] == bool(ref.terminated[0])
             assert trunc[agent] == (t == 2)
             assert info[agent]["termination_prob"] == pytest.approx(
-                float(ref.termination_prob[0]), abs=1e-6)
+                float(ref.termination_prob[0]), abs=1e-6
+            )
         np.testing.assert_array_equal(view.state(), ref.state[0].numpy())
     assert view.agents == []  # truncated at the horizon
     with pytest.raises(ValueError, match="episode has ended"):
@@ -192,7 +204,9 @@ def test_pettingzoo_rejects_bad_action_dicts_and_batches(wm: DIMAWorldModel) -> 
         view.step({"left": ok["left"]})
     with pytest.raises(ValueError, match="'ghost', which is not a live agent"):
         view.step({**ok, "ghost": np.zeros(1)})
-    with pytest.raises(ValueError, match=r"actions\['left'\]: expected shape \(2,\), received \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"actions\['left'\]: expected shape \(2,\), received \(3,\)"
+    ):
         view.step({**ok, "left": np.zeros(3)})
     with pytest.raises(ValueError, match=r"actions\['right'\]: expected finite values"):
         view.step({**ok, "right": np.array([0.0, np.nan, 0.0])})
@@ -332,7 +346,9 @@ def test_harl_shapes_padding_and_values(wm: DIMAWorldModel, as_numpy: bool) -> N
     assert avail is None
     assert torch.equal(t(obs), _pad_obs(ref.obs))
     assert torch.equal(t(share), ref.state[:, None].expand(n, 2, STATE))
-    assert t(rew).shape == (n, 2, 1) and torch.equal(t(rew), ref.reward[:, None, None].expand(n, 2, 1))
+    assert t(rew).shape == (n, 2, 1) and torch.equal(
+        t(rew), ref.reward[:, None, None].expand(n, 2, 1)
+    )
     done_ref = (ref.terminated | ref.truncated)[:, None].expand(n, 2)
     assert t(dones, torch.bool).dtype == torch.bool and torch.equal(t(dones, torch.bool), done_ref)
     assert len(infos) == n and all(len(row) == 2 for row in infos)
@@ -398,8 +414,9 @@ def test_torchrl_env_specs_and_values(wm: DIMAWorldModel) -> None:
     assert torch.equal(nxt["state"], ref.state)
     assert torch.equal(nxt["agents", "reward"], ref.reward[:, None, None].expand(3, 2, 1))
     assert torch.equal(nxt["terminated"][:, 0], ref.terminated)
-    assert torch.equal(nxt["agents", "done"][..., 0], (ref.terminated | ref.truncated)[:, None]
-                       .expand(3, 2))
+    assert torch.equal(
+        nxt["agents", "done"][..., 0], (ref.terminated | ref.truncated)[:, None].expand(3, 2)
+    )
 
 
 def test_torchrl_partial_reset_keeps_terminated_rollouts_absorbing(wm: DIMAWorldModel) -> None:
@@ -444,12 +461,32 @@ def test_torchrl_module_without_torchrl_says_how_to_install(
 
 # --------------------------------------------------------------------------- the example
 def test_custom_marl_example_runs_with_tiny_arguments() -> None:
-    args = ["--real-envs", "2", "--collect-steps", "20", "--episode-steps", "10",
-            "--wm-steps", "2", "--rollouts", "4", "--horizon", "3", "--iters", "2",
-            "--eval-episodes", "1"]
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True,
-                          text=True, timeout=120)
+    args = [
+        "--real-envs",
+        "2",
+        "--collect-steps",
+        "20",
+        "--episode-steps",
+        "10",
+        "--wm-steps",
+        "2",
+        "--rollouts",
+        "4",
+        "--horizon",
+        "3",
+        "--iters",
+        "2",
+        "--eval-episodes",
+        "1",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for marker in ("[1] collected 40 real transitions", "[2] world model step 2",
-                   "[3] REINFORCE iter 2", "[4] real env"):
+    for marker in (
+        "[1] collected 40 real transitions",
+        "[2] world model step 2",
+        "[3] REINFORCE iter 2",
+        "[4] real env",
+    ):
         assert marker in proc.stdout, proc.stdout
