@@ -509,3 +509,26 @@ def test_constructor_and_sampler_argument_errors() -> None:
         buf.sample_start_contexts(4, context=0)
     with pytest.raises(ValueError, match=r"^length: "):
         buf.sample_sequences(4, length=0)
+
+
+def test_add_accepts_huge_finite_values_and_names_the_non_finite_field() -> None:
+    # the combined finiteness check sums each field: a sum that overflows must not reject data
+    buf = ReplayBuffer(SPEC, capacity=10, num_streams=2)
+    big = torch.full((2, 3), 3e38)  # finite, but the sum overflows float32
+    z = torch.zeros
+    row = [
+        big,
+        z(2, 3),
+        z(2, 3),
+        z(2),
+        z(2, dtype=torch.bool),
+        z(2, dtype=torch.bool),
+        big,
+        z(2, 3),
+    ]
+    buf.add(*row)
+    assert len(buf) == 2
+    row[3] = torch.tensor([0.0, float("-inf")])
+    with pytest.raises(ValueError, match="reward: expected finite values"):
+        buf.add(*row)
+    assert len(buf) == 2
