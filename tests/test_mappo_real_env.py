@@ -1,0 +1,29 @@
+"""MAPPO learns the analytic environment in the real env (examples/mappo.py, slow)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_model_free_mappo_improves_the_toy_return(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, str(ROOT / "examples" / "mappo.py"), "--env", "toy",
+        "--total-env-steps", "100000", "--num-envs", "4", "--rollout-steps", "100",
+        "--eval-every", "10000", "--out", str(out), "--threads", "1",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    with open(out / "metrics.csv") as f:
+        evals = [float(r["eval/return_mean"]) for r in csv.DictReader(f) if r["eval/return_mean"]]
+    assert len(evals) == 10
+    # measured 2026-11-25 (seed 0, 43 s): -384 at 10k env steps, -225 at 80k-100k
+    assert sum(evals[-3:]) / 3 > evals[0] + 100
