@@ -285,7 +285,7 @@ def test_bad_order_and_missing_keys() -> None:
         model.predict_next_state(states, actions, order=("agent_9", "agent_0"))
     with pytest.raises(ValueError, match="repeated agent"):
         model.predict_next_state(states, actions, order=(1, 1))
-    with pytest.raises(ValueError, match="batch: missing key 'next_state'"):
+    with pytest.raises(ValueError, match=r"batch: missing key\(s\) \['next_state'\]"):
         model.loss({"states": states, "actions": actions})
 
 

@@ -25,7 +25,7 @@ from dimalib.diffusion.denoiser import DenoiserConfig, JointActionDenoiser, Sequ
 from dimalib.models.reward_termination import RewardTerminationConfig, RewardTerminationGPT
 from dimalib.models.state_decoder import FSQStateDecoder, StateDecoderConfig
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_keys, check_tensor
 from dimalib.utils.io import atomic_save, load_versioned
 
 __all__ = ["DIMAWorldModel", "WorldModelConfig"]
@@ -166,6 +166,4 @@ class DIMAWorldModel(nn.Module):
 
 
 def _require(batch: Mapping[str, torch.Tensor], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in batch]
-    if missing:
-        raise ValueError(f"batch: missing key(s) {missing}; received keys {sorted(batch)}")
+    check_keys("batch", batch, keys)

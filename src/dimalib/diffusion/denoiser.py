@@ -29,7 +29,7 @@ from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
 from dimalib.diffusion.sampler import EulerSampler, Order, SamplerConfig
 from dimalib.diffusion.unet1d import FourierFeatures, UNet1D
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.utils.checks import check_finite, check_keys, check_tensor
 
 __all__ = ["DenoiserConfig", "JointActionDenoiser", "SequentialAgentDenoiser"]
 
@@ -78,6 +78,11 @@ class _Denoiser(nn.Module):
         self.unet = UNet1D(
             spec.state_dim + 1, spec.state_dim, config.cond_dim, config.depths, config.channels
         )
+
+    @property
+    def context(self) -> int:
+        """``L``: the number of past states and joint actions a prediction takes."""
+        return self.config.context
 
     # ------------------------------------------------------------------ units
     def to_model_space(self, states: torch.Tensor) -> torch.Tensor:
@@ -186,9 +191,7 @@ class _Denoiser(nn.Module):
             does, as the MSE of ``F`` against ``(x₀ − c_skip·x_σ)/c_out``) and detached diagnostics:
             ``denoising_mse`` (unweighted, model space), ``sigma [B]`` and ``agent [B]``.
         """
-        for key in ("states", "actions", "next_state"):
-            if key not in batch:
-                raise ValueError(f"batch: missing key {key!r}; received keys {sorted(batch)}")
+        check_keys("batch", batch, ("states", "actions", "next_state"))
         states, actions = batch["states"], batch["actions"]
         mask = self._check(states, actions, batch.get("mask"), n_actions=self.config.context)
         next_state = check_tensor(

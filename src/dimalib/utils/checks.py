@@ -6,11 +6,11 @@ early with a message that names the argument, what was expected and what was rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["check_finite", "check_tensor"]
+__all__ = ["check_finite", "check_keys", "check_tensor"]
 
 
 def _fmt_shape(shape: Sequence[int | str | None]) -> str:
@@ -68,3 +68,10 @@ def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
             f"in a tensor of shape {tuple(x.shape)}"
         )
     return x
+
+
+def check_keys(name: str, mapping: Mapping[str, object], keys: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``mapping`` lacks any of ``keys``."""
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise ValueError(f"{name}: missing key(s) {missing}; received keys {sorted(mapping)}")
