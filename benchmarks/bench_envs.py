@@ -16,8 +16,15 @@ buffer) in wall-clock rates, ``cpu ratio`` the same in steps per CPU-second of t
 sensitive to other processes' load), ``overhead`` the per-env-step wall time of ``+buffer`` minus
 ``bare`` (µs; negative: faster than the bare loop).
 
-    python benchmarks/bench_envs.py                       # HalfCheetah-2x3 and Ant-4x2, N in 1 4 16
+The MuJoCo Bi-DexHands re-implementations (``MjShadowHandPen``, ``MjShadowHandBottleCap``,
+``MjShadowHandDoorOpenInward``, ``MjShadowHandDoorOpenOutward``; :mod:`dimalib.envs.mj_dexhands`)
+run in the same columns: ``bare`` is their PettingZoo dict API, ``collect`` uses their array-level
+fast path. ``--tasks mj_dexhands`` selects all four.
+
+    python benchmarks/bench_envs.py                       # HalfCheetah-2x3, Ant-4x2 and the four
+                                                          # MjShadowHand tasks, N in 1 4 16
     python benchmarks/bench_envs.py --n 4 --repeats 3 --tasks HalfCheetah-2x3
+    python benchmarks/bench_envs.py --tasks mj_dexhands --n 1 4 --no-subprocess
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dimalib.envs import VectorMultiAgentEnv, collect, make_env
+from dimalib.envs import MJ_DEXHANDS_TASKS, VectorMultiAgentEnv, collect, make_env
 
 try:
     from dimalib.data.buffer import ReplayBuffer
@@ -104,7 +111,12 @@ def collect_rate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["HalfCheetah-2x3", "Ant-4x2"])
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["HalfCheetah-2x3", "Ant-4x2", *MJ_DEXHANDS_TASKS],
+        help="task names; 'mj_dexhands' stands for the four MjShadowHand tasks",
+    )
     parser.add_argument("--n", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
@@ -112,11 +124,14 @@ def main() -> None:
     )
     parser.add_argument("--no-subprocess", action="store_true")
     args = parser.parse_args()
+    args.tasks = [t for name in args.tasks for t in (
+        list(MJ_DEXHANDS_TASKS) if name == "mj_dexhands" else [name])]  # fmt: skip
     torch.set_num_threads(1)
+    width = max(16, *(len(t) for t in args.tasks))
 
     cols = ["bare", "collect", "+buffer", "dict path", "subproc"]
     header = (
-        f"{'task':<16} {'N':>3} "
+        f"{'task':<{width}} {'N':>3} "
         + " ".join(f"{c:>10}" for c in cols)
         + f" {'ratio':>6} {'cpu ratio':>9} {'overhead':>9}"
     )
@@ -136,6 +151,8 @@ def main() -> None:
     )
     for name in args.tasks:
         total = args.env_steps or (4000 if name.startswith("HalfCheetah") else 1500)
+        if name in MJ_DEXHANDS_TASKS and not args.env_steps:
+            total = 1000
         for n in args.n:
             steps = max(total // n, 10)
             runs: dict[str, list[Rates]] = {c: [] for c in cols}
@@ -160,7 +177,9 @@ def main() -> None:
             )  # subproc excluded: its workers' CPU is elsewhere
             overhead = (1.0 / med[main_col] - 1.0 / med["bare"]) * 1e6
             cells = " ".join("         -" if np.isnan(med[c]) else f"{med[c]:>10.0f}" for c in cols)
-            row = f"{name:<16} {n:>3} {cells} {ratio:>6.2f} {cpu_ratio:>9.2f} {overhead:>8.1f}µs"
+            row = (
+                f"{name:<{width}} {n:>3} {cells} {ratio:>6.2f} {cpu_ratio:>9.2f} {overhead:>8.1f}µs"
+            )
             sys.stdout.write(row + "\n")
             sys.stdout.flush()
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dimalib.algorithms.mappo import MAPPO, MAPPOConfig
-from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS
+from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASKS
 from dimalib.training.config import env_family
 from dimalib.training.trainer import (
     TOY_ENV,
@@ -39,7 +39,7 @@ from dimalib.training.trainer import (
 )
 from dimalib.utils.io import atomic_save
 
-ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, TOY_ENV]
+ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASKS, TOY_ENV]
 
 
 def collect_rollout(
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator(mappo.device).manual_seed(args.seed)
     out = Path(args.out or f"runs/mappo-{args.env}-{args.seed}")
     metrics = MetricsLogger(out)
-    seedable = family != "bidexhands"
+    seedable = args.env not in BIDEXHANDS_TASKS  # Isaac Gym is seeded once, when built
     venv.reset(seed=args.seed if seedable else None)
 
     env_steps, update, next_eval, start = 0, 0, args.eval_every, time.perf_counter()

@@ -2,7 +2,8 @@
 
 * :func:`make_env` resolves a task name: the paper's MAMuJoCo tasks (``"HalfCheetah-2x3"``, ...),
   any ``"Scenario-AxB"`` MAMuJoCo name gymnasium-robotics accepts, and the Bi-DexHands tasks
-  (``"ShadowHandPen"``, ...; these need Isaac Gym).
+  (``"ShadowHandPen"``, ...; these need Isaac Gym) and their MuJoCo re-implementations
+  (``"MjShadowHandPen"``, ...; :mod:`dimalib.envs.mj_dexhands`, no Isaac Gym).
 * :func:`spec_from_env` reads a :class:`~dimalib.spec.MultiAgentSpec` from a PettingZoo
   ``ParallelEnv`` with ``state()``.
 * :class:`VectorMultiAgentEnv` and :func:`collect` step ``N`` copies with one batched policy call.
@@ -18,6 +19,7 @@ from dimalib.envs.mamujoco import (
     make_mamujoco,
     parse_mamujoco_name,
 )
+from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASKS, MjDexHandsEnv, make_mj_dexhands
 from dimalib.envs.parallel import ParallelEnvWithState, spec_from_env
 from dimalib.envs.vector import (
     CollectResult,
@@ -30,8 +32,10 @@ from dimalib.envs.vector import (
 __all__ = [
     "BIDEXHANDS_TASKS",
     "MAMUJOCO_TASKS",
+    "MJ_DEXHANDS_TASKS",
     "BiDexHandsVecEnv",
     "CollectResult",
+    "MjDexHandsEnv",
     "ParallelEnvWithState",
     "StepResult",
     "TransitionSink",
@@ -41,13 +45,14 @@ __all__ = [
     "make_bidexhands",
     "make_env",
     "make_mamujoco",
+    "make_mj_dexhands",
     "spec_from_env",
 ]
 
 
 def known_env_names() -> list[str]:
     """The named tasks :func:`make_env` resolves (plus any MAMuJoCo ``"Scenario-AxB"``)."""
-    return [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS]
+    return [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASKS]
 
 
 def make_env(name: str, **kwargs: Any) -> Any:
@@ -61,6 +66,10 @@ def make_env(name: str, **kwargs: Any) -> Any:
       ``"ShadowHandDoorOpenOutward"``): returns a :class:`BiDexHandsVecEnv` (already batched,
       ``num_envs=`` in ``kwargs``); raises ``ImportError`` explaining how to get Isaac Gym when it
       is missing.
+    * MuJoCo re-implementations of those tasks (``"MjShadowHandPen"``,
+      ``"MjShadowHandBottleCap"``, ``"MjShadowHandDoorOpenInward"``,
+      ``"MjShadowHandDoorOpenOutward"``): returns a :class:`MjDexHandsEnv` (a PettingZoo
+      ``ParallelEnv``, one copy; ``kwargs`` such as ``max_episode_steps`` go to it).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
@@ -69,6 +78,8 @@ def make_env(name: str, **kwargs: Any) -> Any:
         raise ValueError(f"name: expected a string, received {type(name).__name__}")
     if name in BIDEXHANDS_TASKS:
         return make_bidexhands(name, **kwargs)
+    if name in MJ_DEXHANDS_TASKS:
+        return make_mj_dexhands(name, **kwargs)
     parsed = parse_mamujoco_name(name)
     if parsed is not None:
         return make_mamujoco(*parsed, **kwargs)

@@ -32,7 +32,8 @@ Conversion. Actions are split into per-agent dict entries as views of one ``[N, 
 observations are concatenated straight into preallocated ``[N, O]`` arrays (one
 ``np.concatenate(..., out=row)`` per copy); tensors wrap those arrays without copying. MAMuJoCo copies
 skip the dicts altogether where :func:`dimalib.envs.mamujoco.flat_stepper` verifies that an
-array-level path gives identical values (``fast_path=True``, the default).
+array-level path gives identical values (``fast_path=True``, the default), and so do the MuJoCo
+Bi-DexHands tasks (:meth:`dimalib.envs.mj_dexhands.MjDexHandsEnv.flat_stepper`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ class StepResult:
 
 # --------------------------------------------------------------------------- numpy env group
 def _flat_stepper(env: Any) -> Any:
-    """A verified array-level stepper for envs that have one (MAMuJoCo), else ``None``."""
+    """A verified array-level stepper for envs that have one (MAMuJoCo, the MuJoCo Bi-DexHands
+    tasks), else ``None``."""
+    if type(env).__module__.startswith("dimalib.envs.mj_dexhands"):
+        return env.flat_stepper()  # shares the dict API's step code: identical values
     if type(env).__module__.startswith("gymnasium_robotics"):
         from dimalib.envs.mamujoco import flat_stepper
 

@@ -189,10 +189,14 @@ class TrainerConfig:
 
 
 def env_family(env_name: str) -> EnvFamily:
-    """``"bidexhands"`` for the Bi-DexHands tasks, else ``"mamujoco"`` (MAMuJoCo and the toy env)."""
+    """``"bidexhands"`` for the Bi-DexHands tasks (Isaac Gym) and their MuJoCo re-implementations
+    (``"MjShadowHand..."``), else ``"mamujoco"`` (MAMuJoCo and the toy env)."""
     from dimalib.envs.bidexhands import BIDEXHANDS_TASKS
+    from dimalib.envs.mj_dexhands.tasks import MJ_DEXHANDS_TASKS
 
-    return "bidexhands" if env_name in BIDEXHANDS_TASKS else "mamujoco"
+    if env_name in BIDEXHANDS_TASKS or env_name in MJ_DEXHANDS_TASKS:
+        return "bidexhands"
+    return "mamujoco"
 
 
 def _paper(family: EnvFamily) -> TrainerConfig:

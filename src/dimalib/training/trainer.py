@@ -55,6 +55,7 @@ from dimalib.algorithms.mappo import MAPPO
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.envs import (
     BIDEXHANDS_TASKS,
+    MJ_DEXHANDS_TASKS,
     VectorMultiAgentEnv,
     collect,
     known_env_names,
@@ -105,7 +106,8 @@ class RealVectorEnv(BatchedMultiAgentEnv, Protocol):
 
 def known_trainer_envs() -> list[str]:
     """Env names :class:`Trainer` accepts by name: ``"toy"``, the seven MAMuJoCo tasks of the
-    paper and the four Bi-DexHands tasks (any other MAMuJoCo ``"Scenario-AxB"`` works too)."""
+    paper, the four Bi-DexHands tasks and their four MuJoCo re-implementations
+    (``"MjShadowHand..."``; any other MAMuJoCo ``"Scenario-AxB"`` works too)."""
     return [TOY_ENV, *known_env_names()]
 
 
@@ -114,7 +116,12 @@ def check_env_name(name: str) -> None:
     can build."""
     if not isinstance(name, str):
         raise ValueError(f"env: expected a string, received {type(name).__name__}")
-    if name == TOY_ENV or name in BIDEXHANDS_TASKS or parse_mamujoco_name(name) is not None:
+    if (
+        name == TOY_ENV
+        or name in BIDEXHANDS_TASKS
+        or name in MJ_DEXHANDS_TASKS
+        or parse_mamujoco_name(name) is not None
+    ):
         return
     raise ValueError(
         f"env: unknown environment {name!r}; expected one of {known_trainer_envs()} "
@@ -136,8 +143,8 @@ def make_vector_env(
 ) -> RealVectorEnv:
     """``num_envs`` copies of a real env as one batched env.
 
-    ``"toy"`` and MAMuJoCo names give an in-process :class:`VectorMultiAgentEnv` (seeded at each
-    ``reset(seed=...)``); Bi-DexHands names give Isaac Gym's own batched env, seeded here with
+    ``"toy"``, MAMuJoCo names and the MuJoCo Bi-DexHands tasks (``"MjShadowHand..."``) give an
+    in-process :class:`VectorMultiAgentEnv` (seeded at each ``reset(seed=...)``); Bi-DexHands names give Isaac Gym's own batched env, seeded here with
     ``seed`` (it raises ``ImportError`` explaining how to install Isaac Gym when it is missing).
 
     Raises:
