@@ -17,7 +17,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 TORCH = os.environ.get("DIMALIB_TORCH", "torch==2.13.0")
 
 
-def _install(session: nox.Session, extras: str = "dev,mamujoco,torchrl") -> None:
+def _install(session: nox.Session, extras: str = "dev,mamujoco,torchrl,plot,tensorboard") -> None:
     session.install(TORCH)
     session.install("-e", f".[{extras}]")
 

@@ -6,7 +6,10 @@ imagined transition = the denoiser's sampling of the next state, the GPT's KV-ca
 termination, and the decoder. Start contexts come from a small replay buffer of random data (the
 weights are untrained: speed does not depend on them).
 
-    python benchmarks/bench_imagination.py [--device cpu|cuda] [--repeats 3]
+    python benchmarks/bench_imagination.py [--device cpu|cuda] [--repeats 3] [--threads N]
+
+Each task runs twice: the GPT in float32 (the default) and with ``autocast_bf16=True`` (its
+transformer blocks in bfloat16; see ``RewardTerminationConfig``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from _common import machine, print_table, sync
 from dimalib import MultiAgentSpec
 from dimalib.data import ReplayBuffer
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.world_model import DIMAWorldModel
+from dimalib.models import RewardTerminationConfig
+from dimalib.world_model import DIMAWorldModel, WorldModelConfig
 
 TASKS = {
     "HalfCheetah-2x3": MultiAgentSpec(("a0", "a1"), (12, 12), (3, 3), 17),
@@ -41,10 +45,11 @@ def random_buffer(spec: MultiAgentSpec, rows: int = 500) -> ReplayBuffer:
     return buf
 
 
-def bench(name: str, device: torch.device, repeats: int) -> tuple[str, ...]:
+def bench(name: str, device: torch.device, repeats: int, gpt_bf16: bool) -> tuple[str, ...]:
     spec = TASKS[name]
     torch.manual_seed(0)
-    wm = DIMAWorldModel(spec).to(device)
+    config = WorldModelConfig(reward=RewardTerminationConfig(autocast_bf16=gpt_bf16))
+    wm = DIMAWorldModel(spec, config).to(device)
     env = ImaginationEnv(wm, random_buffer(spec), ImaginationConfig(), seed=0)
     actions = torch.rand(env.horizon, env.num_envs, spec.joint_action_dim, device=device) * 2 - 1
 
@@ -65,6 +70,7 @@ def bench(name: str, device: torch.device, repeats: int) -> tuple[str, ...]:
     n = env.num_envs * env.horizon
     return (
         name,
+        "bfloat16 autocast" if gpt_bf16 else "float32",
         f"{env.num_envs} × {env.horizon}",
         str(wm.dynamics.sampler.num_steps(spec.n_agents)),
         f"{best:.2f}",
@@ -76,13 +82,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = [bench(task, device, args.repeats) for task in TASKS]
+    rows = [bench(task, device, args.repeats, bf16) for task in TASKS for bf16 in (False, True)]
     print_table(
         f"Imagination ({machine()})",
         rows,
-        ("task", "rollouts × horizon", "denoising steps", "seconds per rollout batch",
+        ("task", "GPT precision", "rollouts × horizon", "denoising steps", "seconds per rollout batch",
          "imagined transitions/s"),
     )  # fmt: skip
 

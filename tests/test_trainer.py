@@ -237,6 +237,21 @@ def test_metrics_logger_widens_the_header_and_restarts_from_history(tmp_path: Pa
     ]  # fmt: skip
 
 
+def test_metrics_logger_writes_tensorboard_scalars_against_env_steps(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="extra 'tensorboard' not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLogger(tmp_path)  # tensorboard=True by default
+    log.log({"epoch": 1, "env_steps": 200, "eval/return_mean": -3.5})
+    log.log({"epoch": 2, "env_steps": 400, "eval/return_mean": 7.25, "wm/loss": 0.5})
+    log.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    events = acc.Scalars("eval/return_mean")
+    assert [(e.step, e.value) for e in events] == [(200, -3.5), (400, 7.25)]
+    assert [(e.step, e.value) for e in acc.Scalars("wm/loss")] == [(400, 0.5)]
+
+
 # --------------------------------------------------------------------------- command line
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DIMALIB_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
