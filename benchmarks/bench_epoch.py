@@ -15,12 +15,14 @@ measured in a fraction of its epoch time; the table says which rows are scaled.
 
     python benchmarks/bench_epoch.py --preset paper --env HalfCheetah-2x3
     python benchmarks/bench_epoch.py --preset cpu
+    python benchmarks/bench_epoch.py --preset paper --fraction 0.25 --gpt-bf16
     python benchmarks/bench_epoch.py --preset paper --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--fraction", type=float, default=1.0, help="share of the updates to run")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--gpt-bf16", action="store_true",
+                   help="the GPT's transformer blocks under bfloat16 autocast (autocast_bf16)")  # fmt: skip
     args = p.parse_args(argv)
     if not 0 < args.fraction <= 1:
         p.error(f"--fraction: expected a value in (0, 1], received {args.fraction}")
@@ -60,6 +64,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = trainer_config(args.preset, args.env)
+    if args.gpt_bf16:
+        wm_cfg = cfg.world_model
+        reward = dataclasses.replace(wm_cfg.reward, autocast_bf16=True)
+        cfg = cfg.replace(world_model=dataclasses.replace(wm_cfg, reward=reward))
     trainer = Trainer(args.env, cfg, seed=0, device=device, tensorboard=False)
     wm_steps = max(1, round(cfg.wm_training.steps_per_epoch * args.fraction))
     n_policy = max(1, round(cfg.policy_updates_per_epoch * args.fraction))
@@ -106,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows.append(("epoch", "", "", f"{total:.1f}", "100%"))
     per_hour = cfg.env_steps_per_epoch * 3600 / total
     print_table(
-        f"One epoch, {args.preset} preset, {args.env} ({machine()}): {total:.1f} s "
+        f"One epoch, {args.preset} preset{' + bf16 GPT' if args.gpt_bf16 else ''}, {args.env} "
+        f"({machine()}): {total:.1f} s "
         f"= {per_hour:,.0f} env steps per hour",
         rows, ("phase", "measured s", "scaled", "per epoch s", "share"),
     )  # fmt: skip
