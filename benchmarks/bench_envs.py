@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dimalib.envs import MJ_DEXHANDS_TASKS, VectorMultiAgentEnv, collect, make_env
+from dimalib.envs import MJ_DEXHANDS_TASK_NAMES, VectorMultiAgentEnv, collect, make_env
 
 try:
     from dimalib.data.buffer import ReplayBuffer
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=["HalfCheetah-2x3", "Ant-4x2", *MJ_DEXHANDS_TASKS],
+        default=["HalfCheetah-2x3", "Ant-4x2", *MJ_DEXHANDS_TASK_NAMES],
         help="task names; 'mj_dexhands' stands for the four MjShadowHand tasks",
     )
     parser.add_argument("--n", nargs="+", type=int, default=[1, 4, 16])
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--no-subprocess", action="store_true")
     args = parser.parse_args()
     args.tasks = [t for name in args.tasks for t in (
-        list(MJ_DEXHANDS_TASKS) if name == "mj_dexhands" else [name])]  # fmt: skip
+        list(MJ_DEXHANDS_TASK_NAMES) if name == "mj_dexhands" else [name])]  # fmt: skip
     torch.set_num_threads(1)
     width = max(16, *(len(t) for t in args.tasks))
 
@@ -151,7 +151,7 @@ def main() -> None:
     )
     for name in args.tasks:
         total = args.env_steps or (4000 if name.startswith("HalfCheetah") else 1500)
-        if name in MJ_DEXHANDS_TASKS and not args.env_steps:
+        if name in MJ_DEXHANDS_TASK_NAMES and not args.env_steps:
             total = 1000
         for n in args.n:
             steps = max(total // n, 10)

@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
-from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASKS
+from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
 from dimalib.training.config import PRESETS, TrainerConfig, env_family, trainer_config
 from dimalib.training.trainer import TOY_ENV, Trainer
 
-ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASKS, TOY_ENV]
+ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
 PAPER_BUDGET = {"mamujoco": 1_000_000, "bidexhands": 300_000}  # §5.1: real env steps per run
 EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 CHECKPOINT = "checkpoint.pt"

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dimalib.algorithms.mappo import MAPPO, MAPPOConfig
-from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASKS
+from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
 from dimalib.training.config import env_family
 from dimalib.training.trainer import (
     TOY_ENV,
@@ -39,7 +39,7 @@ from dimalib.training.trainer import (
 )
 from dimalib.utils.io import atomic_save
 
-ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASKS, TOY_ENV]
+ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
 
 
 def collect_rollout(

@@ -19,7 +19,7 @@ from dimalib.envs.mamujoco import (
     make_mamujoco,
     parse_mamujoco_name,
 )
-from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASKS, MjDexHandsEnv, make_mj_dexhands
+from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASK_NAMES
 from dimalib.envs.parallel import ParallelEnvWithState, spec_from_env
 from dimalib.envs.vector import (
     CollectResult,
@@ -32,10 +32,9 @@ from dimalib.envs.vector import (
 __all__ = [
     "BIDEXHANDS_TASKS",
     "MAMUJOCO_TASKS",
-    "MJ_DEXHANDS_TASKS",
+    "MJ_DEXHANDS_TASK_NAMES",
     "BiDexHandsVecEnv",
     "CollectResult",
-    "MjDexHandsEnv",
     "ParallelEnvWithState",
     "StepResult",
     "TransitionSink",
@@ -45,14 +44,13 @@ __all__ = [
     "make_bidexhands",
     "make_env",
     "make_mamujoco",
-    "make_mj_dexhands",
     "spec_from_env",
 ]
 
 
 def known_env_names() -> list[str]:
     """The named tasks :func:`make_env` resolves (plus any MAMuJoCo ``"Scenario-AxB"``)."""
-    return [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASKS]
+    return [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES]
 
 
 def make_env(name: str, **kwargs: Any) -> Any:
@@ -68,7 +66,7 @@ def make_env(name: str, **kwargs: Any) -> Any:
       is missing.
     * MuJoCo re-implementations of those tasks (``"MjShadowHandPen"``,
       ``"MjShadowHandBottleCap"``, ``"MjShadowHandDoorOpenInward"``,
-      ``"MjShadowHandDoorOpenOutward"``): returns a :class:`MjDexHandsEnv` (a PettingZoo
+      ``"MjShadowHandDoorOpenOutward"``): returns a :class:`~dimalib.envs.mj_dexhands.MjDexHandsEnv` (a PettingZoo
       ``ParallelEnv``, one copy; ``kwargs`` such as ``max_episode_steps`` go to it).
 
     Raises:
@@ -78,7 +76,14 @@ def make_env(name: str, **kwargs: Any) -> Any:
         raise ValueError(f"name: expected a string, received {type(name).__name__}")
     if name in BIDEXHANDS_TASKS:
         return make_bidexhands(name, **kwargs)
-    if name in MJ_DEXHANDS_TASKS:
+    if name in MJ_DEXHANDS_TASK_NAMES:
+        try:
+            from dimalib.envs.mj_dexhands.env import make_mj_dexhands
+        except ImportError as exc:
+            raise ImportError(
+                f"{name} needs MuJoCo and gymnasium-robotics' Shadow hand assets: "
+                f"pip install 'dimalib[mamujoco]' ({exc})"
+            ) from exc
         return make_mj_dexhands(name, **kwargs)
     parsed = parse_mamujoco_name(name)
     if parsed is not None:

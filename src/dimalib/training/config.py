@@ -192,9 +192,9 @@ def env_family(env_name: str) -> EnvFamily:
     """``"bidexhands"`` for the Bi-DexHands tasks (Isaac Gym) and their MuJoCo re-implementations
     (``"MjShadowHand..."``), else ``"mamujoco"`` (MAMuJoCo and the toy env)."""
     from dimalib.envs.bidexhands import BIDEXHANDS_TASKS
-    from dimalib.envs.mj_dexhands.tasks import MJ_DEXHANDS_TASKS
+    from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASK_NAMES
 
-    if env_name in BIDEXHANDS_TASKS or env_name in MJ_DEXHANDS_TASKS:
+    if env_name in BIDEXHANDS_TASKS or env_name in MJ_DEXHANDS_TASK_NAMES:
         return "bidexhands"
     return "mamujoco"
 

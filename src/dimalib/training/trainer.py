@@ -55,7 +55,7 @@ from dimalib.algorithms.mappo import MAPPO
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.envs import (
     BIDEXHANDS_TASKS,
-    MJ_DEXHANDS_TASKS,
+    MJ_DEXHANDS_TASK_NAMES,
     VectorMultiAgentEnv,
     collect,
     known_env_names,
@@ -119,7 +119,7 @@ def check_env_name(name: str) -> None:
     if (
         name == TOY_ENV
         or name in BIDEXHANDS_TASKS
-        or name in MJ_DEXHANDS_TASKS
+        or name in MJ_DEXHANDS_TASK_NAMES
         or parse_mamujoco_name(name) is not None
     ):
         return

@@ -66,14 +66,43 @@ Use :func:`dimalib.envs.make_env` (``make_env("MjShadowHandPen")``) or :class:`M
 batch copies with ``VectorMultiAgentEnv([lambda: make_env(name)] * N)`` (array-level fast path).
 """
 
-from dimalib.envs.mj_dexhands.env import AGENTS, HAND_OBS_DIM, MjDexHandsEnv, make_mj_dexhands
-from dimalib.envs.mj_dexhands.tasks import MJ_DEXHANDS_TASKS, TaskDef
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "AGENTS",
     "HAND_OBS_DIM",
     "MJ_DEXHANDS_TASKS",
+    "MJ_DEXHANDS_TASK_NAMES",
     "MjDexHandsEnv",
     "TaskDef",
     "make_mj_dexhands",
 ]
+
+#: The task names, available without importing MuJoCo (``mujoco`` is the optional extra
+#: ``mamujoco``); :data:`MJ_DEXHANDS_TASKS` maps them to their definitions.
+MJ_DEXHANDS_TASK_NAMES: tuple[str, ...] = (
+    "MjShadowHandPen",
+    "MjShadowHandBottleCap",
+    "MjShadowHandDoorOpenInward",
+    "MjShadowHandDoorOpenOutward",
+)
+
+# Everything else needs MuJoCo: imported on first use, so `import dimalib` works without it.
+_LAZY = {
+    "AGENTS": "env",
+    "HAND_OBS_DIM": "env",
+    "MjDexHandsEnv": "env",
+    "make_mj_dexhands": "env",
+    "MJ_DEXHANDS_TASKS": "tasks",
+    "TaskDef": "tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
