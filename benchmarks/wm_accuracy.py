@@ -88,16 +88,15 @@ def build(kind: str, spec: MultiAgentSpec, preset: str) -> nn.Module:
 
 
 def train(
-    model: Any, kind: str, data: ReplayBuffer, states: torch.Tensor, steps: int, batch: int,
-    seed: int, lr_scale: float,
+    model: Any, data: ReplayBuffer, states: torch.Tensor, steps: int, batch: int,
+    seed: int, opt_cfg: dict[str, float],
 ) -> float:  # fmt: skip
     """``steps`` AdamW updates on batches drawn with a generator seeded by ``seed``.
 
     Every model of one seed sees the very same sequence of batches. Returns the wall time (s).
     """
-    opt_cfg = OPTIM[kind]
     model.normalizer.update(states)  # the statistics of all training states first
-    opt = torch.optim.AdamW(model.parameters(), lr=opt_cfg["lr"] * lr_scale,
+    opt = torch.optim.AdamW(model.parameters(), lr=opt_cfg["lr"],
                             weight_decay=opt_cfg["weight_decay"])  # fmt: skip
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -277,9 +276,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    optim = {k: {**v, "lr": v["lr"] * args.lr_scale} for k, v in OPTIM.items()}
     if args.denoiser_lr is not None:
         for kind in ("dima", "joint"):
-            OPTIM[kind] = {**OPTIM[kind], "lr": args.denoiser_lr}
+            optim[kind]["lr"] = args.denoiser_lr
     data_dir, out = Path(args.data), Path(args.out)
     train_buf, heldout = (
         ReplayBuffer.load(data_dir / "train.pt"),
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     copy = cumulative_l1(last[..., dims], target[..., dims], std[dims])
     results: dict[str, Any] = {
         "env": meta.get("env", str(data_dir)), "models": args.models, "steps": args.steps,
-        "batch": args.batch, "preset": args.preset, "optim": OPTIM, "eval_dims": args.eval_dims, "segments": len(target),
+        "batch": args.batch, "preset": args.preset, "optim": optim, "eval_dims": args.eval_dims, "segments": len(target),
         "train_transitions": len(train_buf), "heldout_transitions": len(heldout),
         "copy_baseline_cum_l1": copy.tolist(), "seeds": {},
     }  # fmt: skip
@@ -316,9 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for kind in args.models:
             torch.manual_seed(seed)
             model = build(kind, spec, args.preset)
-            seconds = train(
-                model, kind, train_buf, states, args.steps, args.batch, seed, args.lr_scale
-            )
+            seconds = train(model, train_buf, states, args.steps, args.batch, seed, optim[kind])
             res = evaluate(model, kind, seg, windows, std, args.horizon, dims)
             res["train_seconds"] = seconds
             preds.setdefault(kind, res.pop("prediction")[:8])

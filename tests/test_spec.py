@@ -96,6 +96,8 @@ def test_layout_errors_name_the_argument() -> None:
         spec.unpad_actions(torch.zeros(3, 3, 2))
     with pytest.raises(ValueError, match=r"joint_obs: expected last dimension 8"):
         spec.split_obs(torch.zeros(3, 7))
+    with pytest.raises(ValueError, match=r"joint_action: expected last dimension 4, .* \(\)"):
+        spec.split_actions(torch.tensor(1.0))  # a scalar has no last dimension
     with pytest.raises(ValueError, match="name: expected one of"):
         spec.agent_index("z")
     with pytest.raises(ValueError, match="order: expected a permutation"):

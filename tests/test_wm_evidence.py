@@ -169,7 +169,8 @@ def test_dataset_and_accuracy_scripts_end_to_end(tmp_path: Path) -> None:
     assert meta["train"]["random"]["transitions"] == 240
     out = tmp_path / "acc"
     res = accuracy.main(["--data", str(data), "--preset", "tiny", "--seeds", "0", "--steps", "3",
-                         "--horizon", "4", "--segments", "6", "--out", str(out)])  # fmt: skip
+                         "--horizon", "4", "--segments", "6", "--denoiser-lr", "3e-4",
+                         "--out", str(out)])  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["seeds"]["0"]) == {"dima", "joint", "ensemble"}
     for kind in ("dima", "joint", "ensemble"):
@@ -178,3 +179,7 @@ def test_dataset_and_accuracy_scripts_end_to_end(tmp_path: Path) -> None:
         assert curve == sorted(curve)  # cumulative
     assert len(saved["seeds"]["0"]["dima"]["order_spread"]) == 4
     assert "| dima |" in saved["table"] and res["segments"] == 6
+    # the learning-rate options reach the optimisers without changing the module's defaults
+    assert saved["optim"]["dima"]["lr"] == saved["optim"]["joint"]["lr"] == 3e-4
+    assert saved["optim"]["ensemble"]["lr"] == accuracy.OPTIM["ensemble"]["lr"] == 1e-3
+    assert accuracy.OPTIM["dima"]["lr"] == 1e-4

@@ -174,12 +174,7 @@ class MultiAgentSpec:
 
     def pad_actions(self, joint_action: torch.Tensor) -> torch.Tensor:
         """``[..., A]`` joint action → ``[..., n_agents, max_action_dim]``, zero padded."""
-        check_tensor("joint_action", joint_action)
-        if joint_action.shape[-1] != self.joint_action_dim:
-            raise ValueError(
-                f"joint_action: expected last dimension {self.joint_action_dim}, "
-                f"received shape {tuple(joint_action.shape)}"
-            )
+        check_tensor("joint_action", joint_action, last_dim=self.joint_action_dim)
         index = torch.tensor(self._pad_index, device=joint_action.device)
         mask = self.action_mask(joint_action.device)
         padded = joint_action[..., index]  # (..., n, m)
@@ -196,20 +191,12 @@ class MultiAgentSpec:
 
     def split_obs(self, joint_obs: torch.Tensor) -> list[torch.Tensor]:
         """``[..., O]`` joint observation → one ``[..., obs_dims[i]]`` view per agent."""
-        if joint_obs.shape[-1] != self.joint_obs_dim:
-            raise ValueError(
-                f"joint_obs: expected last dimension {self.joint_obs_dim}, "
-                f"received shape {tuple(joint_obs.shape)}"
-            )
+        check_tensor("joint_obs", joint_obs, last_dim=self.joint_obs_dim)
         return list(torch.split(joint_obs, list(self.obs_dims), dim=-1))
 
     def split_actions(self, joint_action: torch.Tensor) -> list[torch.Tensor]:
         """``[..., A]`` joint action → one ``[..., action_dims[i]]`` view per agent."""
-        if joint_action.shape[-1] != self.joint_action_dim:
-            raise ValueError(
-                f"joint_action: expected last dimension {self.joint_action_dim}, "
-                f"received shape {tuple(joint_action.shape)}"
-            )
+        check_tensor("joint_action", joint_action, last_dim=self.joint_action_dim)
         return list(torch.split(joint_action, list(self.action_dims), dim=-1))
 
     # ----------------------------------------------------------- transforms

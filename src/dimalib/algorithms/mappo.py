@@ -307,12 +307,7 @@ class Actor(nn.Module):
     # ------------------------------------------------------------------ inputs
     def agent_inputs(self, joint_obs: torch.Tensor) -> torch.Tensor:
         """``[..., O]`` joint observation → ``[..., n, max_obs_dim + n]`` network inputs."""
-        check_tensor("joint_obs", joint_obs, floating=True)
-        if joint_obs.dim() < 1 or joint_obs.shape[-1] != self.spec.joint_obs_dim:
-            raise ValueError(
-                f"joint_obs: expected last dimension {self.spec.joint_obs_dim}, "
-                f"received shape {tuple(joint_obs.shape)}"
-            )
+        check_tensor("joint_obs", joint_obs, last_dim=self.spec.joint_obs_dim, floating=True)
         padded = joint_obs[..., self.obs_index] * self.obs_mask.to(joint_obs.dtype)  # (..., n, Om)
         ids = self.agent_ids.to(joint_obs.dtype).expand(*padded.shape[:-1], self.spec.n_agents)
         return torch.cat([padded, ids], dim=-1)  # (..., n, Om + n)
@@ -464,12 +459,7 @@ class Critic(nn.Module):
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """``[..., S]`` → ``[...]`` value in normalised units."""
-        check_tensor("state", state, floating=True)
-        if state.dim() < 1 or state.shape[-1] != self.spec.state_dim:
-            raise ValueError(
-                f"state: expected last dimension {self.spec.state_dim}, "
-                f"received shape {tuple(state.shape)}"
-            )
+        check_tensor("state", state, last_dim=self.spec.state_dim, floating=True)
         return self.head(self.body(state)).squeeze(-1)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,11 +38,7 @@ class RunningNormalizer(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Merge the statistics of ``x`` (``[..., D]``, finite) into the running ones."""
-        check_tensor("x", x, floating=True, finite=True)
-        if x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x: expected last dimension {self.dim}, received shape {tuple(x.shape)}"
-            )
+        check_tensor("x", x, last_dim=self.dim, floating=True, finite=True)
         x = x.reshape(-1, self.dim).to(torch.float64)
         n = x.shape[0]
         if n == 0:

@@ -22,6 +22,7 @@ def check_tensor(
     x: object,
     shape: Sequence[int | None] | None = None,
     *,
+    last_dim: int | None = None,
     floating: bool = False,
     dtype: torch.dtype | None = None,
     finite: bool = False,
@@ -32,6 +33,7 @@ def check_tensor(
         name: the argument's name, used in the error message.
         x: the value to check.
         shape: expected shape; ``None`` entries match any size. ``None`` skips the check.
+        last_dim: expected size of the last dimension, any leading shape (``[..., D]``).
         floating: require a floating point dtype.
         dtype: require exactly this dtype.
         finite: require every element to be finite (no NaN/inf). This costs a device sync.
@@ -49,6 +51,10 @@ def check_tensor(
             raise ValueError(
                 f"{name}: expected shape {_fmt_shape(shape)}, received {_fmt_shape(tuple(x.shape))}"
             )
+    if last_dim is not None and (x.dim() < 1 or x.shape[-1] != last_dim):
+        raise ValueError(
+            f"{name}: expected last dimension {last_dim}, received shape {tuple(x.shape)}"
+        )
     if dtype is not None and x.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype}, received {x.dtype}")
     if floating and not x.is_floating_point():

@@ -176,6 +176,23 @@ class HandPose:
         )
 
 
+FORCE = (mujoco.mjtSensor.mjSENS_FORCE, "force")
+TORQUE = (mujoco.mjtSensor.mjSENS_TORQUE, "torque")
+LINVEL = (mujoco.mjtSensor.mjSENS_FRAMELINVEL, "linvel")
+ANGVEL = (mujoco.mjtSensor.mjSENS_FRAMEANGVEL, "angvel")
+
+
+def add_site_sensors(
+    spec: mujoco.MjSpec, site: str, kinds: Sequence[tuple[mujoco.mjtSensor, str]]
+) -> None:
+    """Add one sensor per ``(type, suffix)`` on ``site``, named ``f"{site}_{suffix}"``, in order
+    (the order of their values in ``MjData.sensordata``)."""
+    for kind, suffix in kinds:
+        spec.add_sensor(
+            type=kind, objtype=mujoco.mjtObj.mjOBJ_SITE, objname=site, name=f"{site}_{suffix}"
+        )
+
+
 def build_model(
     add_object: Callable[[mujoco.MjSpec], None],
     right: HandPose,
@@ -215,34 +232,11 @@ def build_model(
         frame = spec.worldbody.add_frame(pos=list(pose.pos), quat=list(pose.quat))
         frame.attach_body(hand.body(_ASSET_PREFIX + "hand mount"), prefix, "")
     for prefix in HAND_PREFIXES:
-        for tip in FINGERTIPS:  # per fingertip: force, torque (Isaac Gym force sensor: 6 values)
-            site = f"{prefix}{_ASSET_PREFIX}S_ft_{tip}"
-            spec.add_sensor(
-                type=mujoco.mjtSensor.mjSENS_FORCE,
-                objtype=mujoco.mjtObj.mjOBJ_SITE,
-                objname=site,
-                name=f"{site}_force",
-            )
-            spec.add_sensor(
-                type=mujoco.mjtSensor.mjSENS_TORQUE,
-                objtype=mujoco.mjtObj.mjOBJ_SITE,
-                objname=site,
-                name=f"{site}_torque",
-            )
-        for tip in FINGERTIPS:  # per fingertip: linear, angular velocity (world frame)
-            site = f"{prefix}{_ASSET_PREFIX}S_ft_{tip}"
-            spec.add_sensor(
-                type=mujoco.mjtSensor.mjSENS_FRAMELINVEL,
-                objtype=mujoco.mjtObj.mjOBJ_SITE,
-                objname=site,
-                name=f"{site}_linvel",
-            )
-            spec.add_sensor(
-                type=mujoco.mjtSensor.mjSENS_FRAMEANGVEL,
-                objtype=mujoco.mjtObj.mjOBJ_SITE,
-                objname=site,
-                name=f"{site}_angvel",
-            )
+        sites = [f"{prefix}{_ASSET_PREFIX}S_ft_{tip}" for tip in FINGERTIPS]
+        for site in sites:  # per fingertip: force, torque (Isaac Gym force sensor: 6 values)
+            add_site_sensors(spec, site, (FORCE, TORQUE))
+        for site in sites:  # per fingertip: linear, angular velocity (world frame)
+            add_site_sensors(spec, site, (LINVEL, ANGVEL))
     add_object(spec)
     model = spec.compile()
     for prefix in HAND_PREFIXES:

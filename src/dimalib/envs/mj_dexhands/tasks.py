@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import mujoco
 import numpy as np
 
-from dimalib.envs.mj_dexhands.scene import HandPose
+from dimalib.envs.mj_dexhands.scene import ANGVEL, LINVEL, HandPose, add_site_sensors
 
 __all__ = [
     "MJ_DEXHANDS_TASKS",
@@ -275,13 +275,7 @@ def _add_bottle(spec: mujoco.MjSpec) -> None:
 def _add_object_sensors(spec: mujoco.MjSpec, site: str) -> None:
     """Linear and angular velocity (world frame) of the object's root body: the last 6 sensor
     values."""
-    for kind, suffix in (
-        (mujoco.mjtSensor.mjSENS_FRAMELINVEL, "linvel"),
-        (mujoco.mjtSensor.mjSENS_FRAMEANGVEL, "angvel"),
-    ):
-        spec.add_sensor(
-            type=kind, objtype=mujoco.mjtObj.mjOBJ_SITE, objname=site, name=f"{site}_{suffix}"
-        )
+    add_site_sensors(spec, site, (LINVEL, ANGVEL))
 
 
 # --------------------------------------------------------------------------- task table
@@ -340,6 +334,23 @@ _DOOR_POINTS: tuple[Point, ...] = (
     ("door_right_leaf", (0.06, -0.35, 0.0)),
 )
 
+
+def _door_task(inward: bool) -> TaskDef:
+    """The two door tasks: the same scene, hands and points; only the hinges' direction differs."""
+    name = f"MjShadowHandDoorOpen{'Inward' if inward else 'Outward'}"
+    return TaskDef(
+        name=name,
+        episode_length=250,
+        add_object=_door_builder(inward=inward),
+        object_body="door",
+        right=_DOOR_RIGHT,
+        left=_DOOR_LEFT,
+        points=_DOOR_POINTS,
+        kind="door",
+        source=f"bidexhands/tasks/shadow_hand_door_open_{'inward' if inward else 'outward'}.py",
+    )
+
+
 MJ_DEXHANDS_TASKS: dict[str, TaskDef] = {
     "MjShadowHandPen": TaskDef(
         name="MjShadowHandPen",
@@ -367,27 +378,7 @@ MJ_DEXHANDS_TASKS: dict[str, TaskDef] = {
         kind="bottle_cap",
         source="bidexhands/tasks/shadow_hand_bottle_cap.py",
     ),
-    "MjShadowHandDoorOpenInward": TaskDef(
-        name="MjShadowHandDoorOpenInward",
-        episode_length=250,
-        add_object=_door_builder(inward=True),
-        object_body="door",
-        right=_DOOR_RIGHT,
-        left=_DOOR_LEFT,
-        points=_DOOR_POINTS,
-        kind="door",
-        source="bidexhands/tasks/shadow_hand_door_open_inward.py",
-    ),
-    "MjShadowHandDoorOpenOutward": TaskDef(
-        name="MjShadowHandDoorOpenOutward",
-        episode_length=250,
-        add_object=_door_builder(inward=False),
-        object_body="door",
-        right=_DOOR_RIGHT,
-        left=_DOOR_LEFT,
-        points=_DOOR_POINTS,
-        kind="door",
-        source="bidexhands/tasks/shadow_hand_door_open_outward.py",
-    ),
+    "MjShadowHandDoorOpenInward": _door_task(inward=True),
+    "MjShadowHandDoorOpenOutward": _door_task(inward=False),
 }
 """The four re-implemented tasks by name."""
