@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.diffusion.sampler import Order
@@ -113,8 +112,7 @@ def open_loop_states(
     check_tensor("states", states, (None, L, S), floating=True, finite=True)
     check_tensor("actions", actions, (states.shape[0], L - 1 + horizon, A), floating=True,
                  finite=True)  # fmt: skip
-    if isinstance(model, nn.Module):
-        model.eval()
+    model.eval()
     ctx = states
     out = []
     for h in range(horizon):
