@@ -1,9 +1,11 @@
-"""World-model accuracy on held-out real data: DIMA against the joint-action ablation and MBPO.
+"""World-model accuracy on held-out real data: reveal schedules, the joint ablation and MBPO.
 
 Models, trained on the same data with the same batches and the same number of gradient steps:
 
-* ``dima``: :class:`~dimalib.diffusion.SequentialAgentDenoiser` (one agent revealed per
-  denoising step);
+* ``sequential``: :class:`~dimalib.diffusion.SequentialAgentDenoiser` with the paper's schedule
+  (one agent revealed per denoising step, eq. 9; called ``dima`` in earlier reports);
+* ``cumulative``: the same network with the cumulative schedule (the revealed set grows; every
+  agent revealed within the first half of the steps; ``RevealSchedule("cumulative")``);
 * ``joint``: :class:`~dimalib.diffusion.JointActionDenoiser` (the paper's ablation, Fig. 8);
 * ``ensemble``: :class:`~dimalib.models.ProbabilisticEnsemble` (MBPO: 5 Gaussian MLPs on the
   state change, evaluated with the mean of the members' means).
@@ -14,8 +16,13 @@ data's standard deviation):
 * ``one-step``: mean |ŝ_{t+1} − s_{t+1}| over 1000 held-out windows (real context);
 * ``cum L1 @h``: cumulative L1 error per state dimension after h open-loop steps, from 100 held-out
   segments (the first ``L`` real states as context, then the real actions);
-* ``order spread @h`` (DIMA only, Fig. 7): the same rollouts under the descending, ascending and
-  random conditioning orders, with the same start noises; ``(max − min) / mean`` over orders;
+* ``order spread @h`` (the two reveal schedules, Fig. 7): the same rollouts under the descending,
+  ascending and random conditioning orders, with the same start noises; ``(max − min) / mean``;
+* ``action effects`` (MAMuJoCo data): per agent, the predicted change of the next state when that
+  agent's current action moves by ``δ ~ U[−0.5, 0.5]`` (same start noise) against the real
+  simulator's change from the same state (:class:`~dimalib.envs.mamujoco_dynamics.MuJoCoStepper`),
+  on 200 held-out windows, in state stds: magnitude ratio and cosine
+  (:func:`~dimalib.evaluation.action_effects`), with the denoising step that first reveals it;
 * training time, and inference time per open-loop step at batch 100.
 
     python benchmarks/wm_accuracy.py --data runs/wm_data/HalfCheetah-2x3 --seeds 0 1 2 \\
@@ -30,6 +37,7 @@ context, rendered with MuJoCo (needs an OpenGL backend, e.g. ``MUJOCO_GL=egl``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -42,8 +50,17 @@ import torch
 from torch import nn
 
 from dimalib.data import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig, JointActionDenoiser, SequentialAgentDenoiser
+from dimalib.diffusion import (
+    DenoiserConfig,
+    JointActionDenoiser,
+    RevealSchedule,
+    SamplerConfig,
+    SequentialAgentDenoiser,
+)
+from dimalib.envs.mamujoco import parse_mamujoco_name
+from dimalib.envs.mamujoco_dynamics import MuJoCoStepper
 from dimalib.evaluation import (
+    action_effects,
     cumulative_l1,
     one_step_error,
     open_loop_states,
@@ -55,7 +72,8 @@ from dimalib.spec import MultiAgentSpec
 
 logger = logging.getLogger("wm_accuracy")
 
-MODELS = ("dima", "joint", "ensemble")
+MODELS = ("sequential", "cumulative", "joint", "ensemble")
+SCHEDULED = ("sequential", "cumulative")  # models whose conditioning order matters
 ORDERS = ("descending", "ascending", "random")
 CONTEXT = 3  # App. G.1: L = 3
 PRESETS: dict[str, tuple[DenoiserConfig, EnsembleConfig]] = {
@@ -70,7 +88,8 @@ PRESETS: dict[str, tuple[DenoiserConfig, EnsembleConfig]] = {
 # learning rates: Table 4 for the denoisers (AdamW 1e-4, weight decay 0.01, clip 1); MBPO's
 # 1e-3 for the ensemble (its weight decays are ~1e-5..1e-4)
 OPTIM = {
-    "dima": {"lr": 1e-4, "weight_decay": 0.01, "clip": 1.0},
+    "sequential": {"lr": 1e-4, "weight_decay": 0.01, "clip": 1.0},
+    "cumulative": {"lr": 1e-4, "weight_decay": 0.01, "clip": 1.0},
     "joint": {"lr": 1e-4, "weight_decay": 0.01, "clip": 1.0},
     "ensemble": {"lr": 1e-3, "weight_decay": 5e-5, "clip": 10.0},
 }
@@ -78,8 +97,9 @@ OPTIM = {
 
 def build(kind: str, spec: MultiAgentSpec, preset: str) -> nn.Module:
     dyn, ens = PRESETS[preset]
-    if kind == "dima":
-        return SequentialAgentDenoiser(spec, dyn)
+    if kind in SCHEDULED:
+        sampler = SamplerConfig(reveal=RevealSchedule(kind))  # type: ignore[arg-type]
+        return SequentialAgentDenoiser(spec, dataclasses.replace(dyn, sampler=sampler))
     if kind == "joint":
         return JointActionDenoiser(spec, dyn)
     if kind == "ensemble":
@@ -124,7 +144,7 @@ def open_loop(
 
 def evaluate(
     model: Any, kind: str, seg: dict[str, torch.Tensor], windows: dict[str, torch.Tensor],
-    std: torch.Tensor, horizon: int, dims: slice = slice(None),
+    std: torch.Tensor, horizon: int, dims: slice = slice(None), stepper: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     target = seg["states"][:, CONTEXT:]
     lm = model.context
@@ -137,7 +157,7 @@ def evaluate(
         )
     one = one_step_error(pred1[:, dims], windows["next_state"][:, dims], std[dims])
     res: dict[str, Any] = {"one_step": float(one)}
-    orders = ORDERS if kind == "dima" else (None,)
+    orders = ORDERS if kind in SCHEDULED else (None,)
     curves = []
     for order in orders:
         t0 = time.perf_counter()
@@ -148,10 +168,17 @@ def evaluate(
             res["cum_l1"] = curves[-1].tolist()
             res["ms_per_step"] = 1e3 * dt / horizon
             res["prediction"] = pred
-    if kind == "dima":
+    if kind in SCHEDULED:
         stacked = torch.stack(curves)
         res["cum_l1_by_order"] = {o: c.tolist() for o, c in zip(ORDERS, curves, strict=True)}
         res["order_spread"] = order_spread(stacked).tolist()
+    if stepper is not None:
+        n = 200
+        effects = action_effects(
+            model, windows["states"][:n, CONTEXT - lm :], windows["actions"][:n, CONTEXT - lm :],
+            stepper, scale=std, order="descending" if kind in SCHEDULED else None, seed=3,
+        )  # fmt: skip
+        res["action_effects"] = [e._asdict() for e in effects]
     return res
 
 
@@ -179,15 +206,30 @@ def summary(results: dict[str, Any], horizon: int) -> str:
     copy = results["copy_baseline_cum_l1"]
     lines.append("| copy s_t (no model) | – | " + " | ".join(f"{copy[h - 1]:.3f}" for h in hs)
                  + " | – | – |")  # fmt: skip
-    if "dima" in results["models"]:
-        lines += ["", "| DIMA order | " + " | ".join(f"cum L1 @{h}" for h in hs) + " |",
+    for kind in (k for k in SCHEDULED if k in results["models"]):
+        lines += ["", f"| {kind} order | " + " | ".join(f"cum L1 @{h}" for h in hs) + " |",
                   "|---" * (1 + len(hs)) + "|"]  # fmt: skip
-        runs = [r["dima"] for r in results["seeds"].values()]
+        runs = [r[kind] for r in results["seeds"].values()]
         for o in ORDERS:
             vals = [mean_std([r["cum_l1_by_order"][o][h - 1] for r in runs]) for h in hs]
             lines.append(f"| {o} | " + " | ".join(vals) + " |")
         vals = [mean_std([100 * r["order_spread"][h - 1] for r in runs]) for h in hs]
         lines.append("| spread (max−min)/mean, % | " + " | ".join(vals) + " |")
+    first = next(iter(results["seeds"].values()))
+    if any("action_effects" in first[k] for k in results["models"]):
+        n_agents = len(next(first[k] for k in results["models"])["action_effects"])
+        lines += ["", "| model (descending) | " + " | ".join(
+            f"agent {i}: ratio / cosine (first step)" for i in range(n_agents)) + " |",
+            "|---" * (1 + n_agents) + "|"]  # fmt: skip
+        for kind in results["models"]:
+            runs = [r[kind]["action_effects"] for r in results["seeds"].values()]
+            cells = []
+            for i in range(n_agents):
+                ratio = mean_std([run[i]["ratio"] for run in runs])
+                cos = mean_std([run[i]["cosine"] for run in runs])
+                step = runs[0][i]["first_step"]
+                cells.append(f"{ratio} / {cos} ({'–' if step is None else step})")
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -212,15 +254,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[0].set(xlabel="horizon h", ylabel="cumulative L1 / dim (state stds)",
                 title=f"{results['env']}: open loop, held-out")  # fmt: skip
     axes[0].legend()
-    if "dima" in results["models"]:
+    for kind, style in zip(SCHEDULED, ("-", "--"), strict=True):
+        if kind not in results["models"]:
+            continue
         for o in ORDERS:
             curves = torch.tensor(
-                [r["dima"]["cum_l1_by_order"][o] for r in results["seeds"].values()]
+                [r[kind]["cum_l1_by_order"][o] for r in results["seeds"].values()]
             )
-            axes[1].plot(range(1, curves.shape[1] + 1), curves.mean(0), label=o)
+            axes[1].plot(range(1, curves.shape[1] + 1), curves.mean(0), style, label=f"{kind} {o}")
         axes[1].set(xlabel="horizon h", ylabel="cumulative L1 / dim",
-                    title="DIMA: conditioning orders")  # fmt: skip
-        axes[1].legend()
+                    title="reveal schedules: conditioning orders")  # fmt: skip
+        axes[1].legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -229,7 +273,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def render_strip(
-    pictures: dict[str, Any], path: Path, model: str = "dima", segment: int = 0
+    pictures: dict[str, Any], path: Path, model: str = "cumulative", segment: int = 0
 ) -> None:
     """A real held-out segment and ``model``'s open-loop prediction, rendered side by side.
 
@@ -266,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="measure errors on the first N state entries only (e.g. 27 on Ant: "
                    "positions and velocities, without the 78 contact forces)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-effects", action="store_true",
+                   help="skip the action-effect table against the real simulator")  # fmt: skip
     p.add_argument("--render", action="store_true", help="render a real/imagined strip (MuJoCo)")
     p.add_argument("--render-only", action="store_true",
                    help="only draw OUT/strip.png from an earlier run's OUT/predictions.pt")  # fmt: skip
@@ -278,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     optim = {k: {**v, "lr": v["lr"] * args.lr_scale} for k, v in OPTIM.items()}
     if args.denoiser_lr is not None:
-        for kind in ("dima", "joint"):
+        for kind in ("sequential", "cumulative", "joint"):
             optim[kind]["lr"] = args.denoiser_lr
     data_dir, out = Path(args.data), Path(args.out)
     train_buf, heldout = (
@@ -311,13 +357,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "copy_baseline_cum_l1": copy.tolist(), "seeds": {},
     }  # fmt: skip
     preds: dict[str, torch.Tensor] = {}  # first seed's open-loop predictions, for pictures
+    stepper = None
+    if not args.no_effects and parse_mamujoco_name(results["env"]) is not None:
+        stepper = MuJoCoStepper(results["env"])
     for seed in args.seeds:
         per_seed: dict[str, Any] = {}
         for kind in args.models:
             torch.manual_seed(seed)
             model = build(kind, spec, args.preset)
             seconds = train(model, train_buf, states, args.steps, args.batch, seed, optim[kind])
-            res = evaluate(model, kind, seg, windows, std, args.horizon, dims)
+            res = evaluate(model, kind, seg, windows, std, args.horizon, dims, stepper)
             res["train_seconds"] = seconds
             preds.setdefault(kind, res.pop("prediction")[:8])
             per_seed[kind] = res
@@ -332,8 +381,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(results, out / "error_over_horizon.png")
     pictures = {"env": results["env"], "real": seg["states"][:8], "predicted": preds}
     torch.save(pictures, out / "predictions.pt")
-    if args.render and "dima" in preds:
-        render_strip(pictures, out / "strip.png")
+    strip_model = next((k for k in ("cumulative", "sequential") if k in preds), None)
+    if args.render and strip_model is not None:
+        render_strip(pictures, out / "strip.png", model=strip_model)
     print(f"\n### {results['env']}: {len(train_buf)} train / {len(heldout)} held-out transitions, "
           f"{args.steps} steps x batch {args.batch}, seeds {args.seeds}\n")  # fmt: skip
     print(table)

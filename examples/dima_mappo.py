@@ -37,14 +37,22 @@ from typing import Any
 
 import torch
 
+from dimalib.diffusion import RevealSchedule
 from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
-from dimalib.training.config import PRESETS, TrainerConfig, env_family, trainer_config
+from dimalib.training.config import (
+    PRESETS,
+    TrainerConfig,
+    env_family,
+    trainer_config,
+    with_reveal,
+)
 from dimalib.training.trainer import TOY_ENV, Trainer
 
 ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
 PAPER_BUDGET = {"mamujoco": 1_000_000, "bidexhands": 300_000}  # §5.1: real env steps per run
 EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 CHECKPOINT = "checkpoint.pt"
+REVEAL_CHOICES = ("sequential", "cumulative", "joint")
 
 log = logging.getLogger("dima_mappo")
 
@@ -206,6 +214,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="'paper' (Tables 1, 3, 4) or 'cpu' (smaller, >= 30k env steps/hour on 2 CPU cores); "
         "default: cpu on a CPU device, paper otherwise",
     )  # fmt: skip
+    p.add_argument(
+        "--reveal", choices=REVEAL_CHOICES, default=None,
+        help="reveal schedule of the dynamics model: 'sequential' (the paper's eq. 9, one agent "
+        "per denoising step), 'cumulative' (the revealed set grows; every agent's action reaches "
+        "the next state) or 'joint' (the ablation); default: the preset's (paper: sequential, "
+        "cpu: cumulative)",
+    )  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainerConfig field, e.g. imagination.num_envs=100")  # fmt: skip
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
@@ -225,9 +240,10 @@ def build_trainer(args: argparse.Namespace) -> tuple[Trainer, Path]:
     if args.resume:
         ckpt = Path(args.resume)
         out = Path(args.out) if args.out else ckpt.parent
-        if args.preset or args.set:
+        if args.preset or args.set or args.reveal:
             log.warning(
-                "--preset/--set are ignored with --resume (the checkpoint holds the config)"
+                "--preset/--set/--reveal are ignored with --resume (the checkpoint holds the "
+                "config)"
             )
         trainer = Trainer.resume(ckpt, device=args.device, log_dir=out, tensorboard=tensorboard)
         if args.env and args.env != trainer.env_name:
@@ -245,6 +261,8 @@ def build_trainer(args: argparse.Namespace) -> tuple[Trainer, Path]:
     device = args.device or "cpu"
     preset = args.preset or ("cpu" if torch.device(device).type == "cpu" else "paper")
     config: TrainerConfig = trainer_config(preset, args.env)
+    if args.reveal is not None:
+        config = with_reveal(config, RevealSchedule(args.reveal))
     for assignment in args.set:
         config = override(config, assignment)
     out = Path(args.out or f"runs/dima_mappo-{args.env}-{args.seed}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -13,11 +14,15 @@ from dimalib import MultiAgentSpec
 from dimalib.diffusion import (
     DenoiserConfig,
     JointActionDenoiser,
+    RevealSchedule,
+    SamplerConfig,
     SequentialAgentDenoiser,
     agent_schedule,
 )
 
 TINY = DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32)
+#: the paper's one-agent-per-step scheme (eq. 9)
+PAPER = dataclasses.replace(TINY, sampler=SamplerConfig(reveal=RevealSchedule("sequential")))
 
 
 def _spec(action_dims: tuple[int, ...] = (3, 3), state_dim: int = 7) -> MultiAgentSpec:
@@ -44,6 +49,9 @@ def _inputs(spec: MultiAgentSpec, B: int, seed: int = 0, L: int = 3):  # type: i
 
 
 def _step(model, states, actions, mask, noisy, sigma, agent):  # type: ignore[no-untyped-def]
+    """One denoiser evaluation; ``agent`` is ``[B]`` long (one revealed agent) or ``[B, n]`` bool."""
+    if agent.dtype != torch.bool:
+        agent = torch.nn.functional.one_hot(agent, model.spec.n_agents).bool()
     with torch.no_grad():
         ctx = model.to_model_space(states)
         return model.denoise(noisy, sigma, ctx, mask, model.encode_actions(actions, mask), agent)
@@ -72,19 +80,50 @@ def test_one_step_depends_on_agent_k_current_action_only(action_dims: tuple[int,
         assert (_step(model, states, past, mask, noisy, sigma, agent) - base).abs().max() > 1e-3
 
 
-def test_joint_denoiser_sees_every_current_action_and_ignores_the_agent() -> None:
+def test_joint_denoiser_sees_every_current_action_and_ignores_the_order() -> None:
     spec = _spec((3, 2))
     model = JointActionDenoiser(spec, TINY).eval()
     _randomize(model)
+    assert model.reveal.kind == "joint"
     states, actions, mask, noisy, sigma = _inputs(spec, 4)
-    base = _step(model, states, actions, mask, noisy, sigma, torch.zeros(4, dtype=torch.long))
-    other = _step(model, states, actions, mask, noisy, sigma, torch.ones(4, dtype=torch.long))
-    torch.testing.assert_close(base, other, rtol=0, atol=0)
+    everyone = torch.ones(4, 2, dtype=torch.bool)
+    base = _step(model, states, actions, mask, noisy, sigma, everyone)
     for sl in spec.action_slices:
         changed = actions.clone()
         changed[:, -1, sl] += 0.5
-        out = _step(model, states, changed, mask, noisy, sigma, torch.zeros(4, dtype=torch.long))
+        out = _step(model, states, changed, mask, noisy, sigma, everyone)
         assert (out - base).abs().max() > 1e-3
+    # every step sees every agent, so the conditioning order cannot matter
+    a, b = (
+        model.predict_next_state(states, actions, mask, order=order,
+                                 generator=torch.Generator().manual_seed(0))
+        for order in ("descending", "ascending")
+    )  # fmt: skip
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_revealed_set_pools_exactly_its_agents() -> None:
+    spec = _spec((2, 4, 1))
+    model = SequentialAgentDenoiser(spec, TINY).eval()
+    _randomize(model)
+    states, actions, mask, noisy, sigma = _inputs(spec, 5)
+    revealed = torch.tensor([[True, False, True]] * 5)
+    base = _step(model, states, actions, mask, noisy, sigma, revealed)
+    for j, sl in enumerate(spec.action_slices):
+        changed = actions.clone()
+        changed[:, -1, sl] = torch.rand_like(changed[:, -1, sl]) * 2 - 1
+        out = _step(model, states, changed, mask, noisy, sigma, revealed)
+        if revealed[0, j]:
+            assert (out - base).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(out, base, rtol=0, atol=1e-6)
+    # the pool is the mean of the valid past tokens and the revealed current ones (by hand)
+    ctx = model.encode_actions(actions, mask)
+    tokens = model.action_encoder._tokens(actions)  # (B, L, n, D)
+    by_hand = torch.cat([tokens[:, :-1].flatten(1, 2), tokens[:, -1, [0, 2]]], dim=1).mean(1)
+    torch.testing.assert_close(
+        model.action_encoder.pool(ctx, revealed), model.action_encoder.out(by_hand)
+    )
 
 
 def test_masked_context_steps_are_ignored() -> None:
@@ -137,7 +176,7 @@ def test_relabelling_agents_consistently_leaves_predictions_unchanged(
     spec = _spec(tuple(action_dims), state_dim=4)
     n = spec.n_agents
     perm = data.draw(st.permutations(list(range(n))))
-    model = SequentialAgentDenoiser(spec, TINY).eval()
+    model = SequentialAgentDenoiser(spec, PAPER).eval()  # per-step orders of eq. 9
     _randomize(model, seed=len(action_dims))
     model.normalizer.update(torch.randn(50, 4) * 3 + 1)
     relabelled = model.permute_agents(perm)
@@ -158,26 +197,25 @@ def test_relabelling_agents_consistently_leaves_predictions_unchanged(
 
 def test_loss_draws_agents_uniformly_and_uses_them() -> None:
     spec = _spec((1, 2, 3, 1))
-    model = SequentialAgentDenoiser(spec, TINY)
+    model = SequentialAgentDenoiser(spec, PAPER)
     _randomize(model)
     states, actions, mask, _, _ = _inputs(spec, 512)
     batch = {"states": states, "actions": actions, "mask": mask, "next_state": states[:, -1] + 0.1}
     counts = torch.zeros(spec.n_agents)
     for i in range(8):
         _, info = model.loss(batch, generator=torch.Generator().manual_seed(i))
-        counts += torch.bincount(info["agent"], minlength=spec.n_agents)
+        assert bool((info["revealed"].sum(dim=1) == 1).all())  # eq. 9: exactly one agent
+        counts += info["revealed"].sum(dim=0)
     expected = counts.sum() / spec.n_agents
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 16.3  # χ²(3 dof) 0.999 quantile
 
     # the drawn agent is the one the network is conditioned on: forcing k changes the loss
     model.eval()
-    draws = model.sample_agents
     losses = []
     for k in range(spec.n_agents):
-        model.sample_agents = lambda b, device=None, generator=None, k=k: (  # type: ignore[method-assign]
-            draws(b, device=device, generator=generator) * 0 + k
-        )
+        forced = torch.nn.functional.one_hot(torch.full((512,), k), spec.n_agents).bool()
+        model.sample_revealed = lambda sigma, generator=None, f=forced: f  # type: ignore[method-assign]
         losses.append(
             float(model.loss(batch, generator=torch.Generator().manual_seed(0))[0].detach())
         )

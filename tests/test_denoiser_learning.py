@@ -1,6 +1,6 @@
 """Permutation invariance of a *trained* denoiser on the analytic environment (paper §3.1 (i)).
 
-A small SequentialAgentDenoiser is trained for a fixed budget (600 steps of batch 128) on exact
+A small SequentialAgentDenoiser with the paper's schedule (one agent per step, eq. 9) is trained for a fixed budget (600 steps of batch 128) on exact
 transitions of `CoupledPointMasses` with two agents of different action sizes (1 and 3). Its
 next-state predictions must be accurate — well below the error of predicting "nothing moves" —
 and must depend little on the conditioning order: less than on the start noise, and well below
@@ -22,7 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dimalib.diffusion import DenoiserConfig, SequentialAgentDenoiser
+from dimalib.diffusion import DenoiserConfig, RevealSchedule, SamplerConfig, SequentialAgentDenoiser
 from dimalib.envs.toy import CoupledPointMasses
 
 ENV = CoupledPointMasses(n_agents=2, action_dims=(1, 3))
@@ -51,7 +51,8 @@ def _windows(batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
 @functools.cache
 def _trained() -> SequentialAgentDenoiser:
     torch.manual_seed(0)
-    cfg = DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32)
+    cfg = DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32,
+                         sampler=SamplerConfig(reveal=RevealSchedule("sequential")))  # fmt: skip
     model = SequentialAgentDenoiser(ENV.spec, cfg)
     steps = 600
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from dimalib.diffusion import EulerSampler, SamplerConfig, agent_schedule, default_num_steps
+from dimalib.diffusion import (
+    EulerSampler,
+    RevealSchedule,
+    SamplerConfig,
+    agent_schedule,
+    default_num_steps,
+)
 from dimalib.diffusion.sampler import karras_sigmas
 
 
@@ -105,8 +111,8 @@ def _linear_denoiser(target: torch.Tensor):  # type: ignore[no-untyped-def]
     """Exact denoiser for data concentrated at ``target``: D(x; σ) = target."""
     calls: list[torch.Tensor] = []
 
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
-        calls.append(agent.clone())
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        calls.append(revealed.clone())
         return target.expand_as(x)
 
     return denoise, calls
@@ -115,17 +121,18 @@ def _linear_denoiser(target: torch.Tensor):  # type: ignore[no-untyped-def]
 def test_euler_reveals_one_agent_per_step_and_reaches_the_data() -> None:
     target = torch.tensor([[1.0, -2.0, 0.5]])
     denoise, calls = _linear_denoiser(target)
-    sampler = EulerSampler(SamplerConfig(order="descending"))
+    sampler = EulerSampler(SamplerConfig(order="descending", reveal=RevealSchedule("sequential")))
     x = sampler.sample(denoise, (5, 3), n_agents=2, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, target.expand(5, 3))
-    assert [c.tolist() for c in calls] == [[1] * 5, [1] * 5, [0] * 5, [0] * 5]
+    # one agent per step: (2, 2, 1, 1) in the paper's numbering, as [B, n] sets
+    assert [c.int().tolist() for c in calls] == [[[0, 1]] * 5] * 2 + [[[1, 0]] * 5] * 2
 
 
 def _gaussian_denoiser(mu: float, s: float, calls: list[list[int]]):  # type: ignore[no-untyped-def]
     """Exact denoiser of Gaussian data N(mu, s²): D(x; σ) = mu + s²/(s² + σ²)·(x − mu)."""
 
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
-        calls.append(agent.tolist())
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        calls.append(revealed.int().argmax(dim=1).tolist())
         return mu + s**2 / (s**2 + sigma[:, None] ** 2) * (x - mu)
 
     return denoise
@@ -137,7 +144,8 @@ def test_heun_keeps_the_agent_of_each_step() -> None:
         ("heun", [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]),
     ):
         calls: list[list[int]] = []
-        cfg = SamplerConfig(num_steps=6, order="ascending", solver=solver)  # type: ignore[arg-type]
+        cfg = SamplerConfig(num_steps=6, order="ascending", solver=solver,  # type: ignore[arg-type]
+                            reveal=RevealSchedule("sequential"))  # fmt: skip
         EulerSampler(cfg).sample(_gaussian_denoiser(0.3, 0.5, calls), (4, 2), 3)
         # Heun: two evaluations per step (same agent), one on the last step (σ_next = 0)
         assert [c[0] for c in calls] == expected
@@ -168,10 +176,10 @@ def test_euler_is_first_order_and_heun_second_order() -> None:
 
 
 def test_sampler_is_reproducible_with_a_generator() -> None:
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x + agent[:, None].to(x.dtype)
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x + revealed.int().argmax(dim=1)[:, None].to(x.dtype)
 
-    cfg = SamplerConfig(order="random", per_sample_order=True)
+    cfg = SamplerConfig(order="random", per_sample_order=True, reveal=RevealSchedule("sequential"))
     a = EulerSampler(cfg).sample(denoise, (16, 3), 3, generator=torch.Generator().manual_seed(7))
     b = EulerSampler(cfg).sample(denoise, (16, 3), 3, generator=torch.Generator().manual_seed(7))
     c = EulerSampler(cfg).sample(denoise, (16, 3), 3, generator=torch.Generator().manual_seed(8))
@@ -179,8 +187,24 @@ def test_sampler_is_reproducible_with_a_generator() -> None:
     assert not torch.equal(a, c)
 
 
+def test_default_schedule_is_cumulative_and_the_papers_is_one_agent_per_step() -> None:
+    calls: list[list[int]] = []
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        calls.append(revealed[0].int().tolist())
+        return torch.zeros_like(x)
+
+    EulerSampler().sample(denoise, (2, 3), 2)
+    assert calls == [[0, 1], [1, 1], [1, 1], [1, 1]]  # descending, every agent by step 1
+    calls.clear()
+    EulerSampler(SamplerConfig(reveal=RevealSchedule("sequential"))).sample(denoise, (2, 3), 2)
+    assert calls == [[0, 1], [0, 1], [1, 0], [1, 0]]  # the paper's (2, 2, 1, 1)
+
+
 def test_sampler_config_validation() -> None:
     with pytest.raises(ValueError, match="solver"):
         SamplerConfig(solver="rk4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_steps"):
         SamplerConfig(num_steps=0)
+    with pytest.raises(ValueError, match="reveal: expected a RevealSchedule"):
+        SamplerConfig(reveal="cumulative")  # type: ignore[arg-type]

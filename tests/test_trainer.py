@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from dimalib.algorithms.mappo import MAPPOConfig
-from dimalib.diffusion import DenoiserConfig
+from dimalib.diffusion import DenoiserConfig, RevealSchedule
 from dimalib.imagination import ImaginationConfig
 from dimalib.models import RewardTerminationConfig, StateDecoderConfig
 from dimalib.training import WorldModelTrainingConfig
-from dimalib.training.config import TrainerConfig, trainer_config
+from dimalib.training.config import TrainerConfig, trainer_config, with_reveal
 from dimalib.training.trainer import MetricsLogger, Trainer, check_env_name
 from dimalib.world_model import WorldModelConfig
 
@@ -85,7 +85,12 @@ def test_paper_preset_holds_the_tables_values() -> None:
     assert cfg.buffer_capacity == 250_000 and cfg.eval_episodes == 10
     assert (cfg.mappo.gamma, cfg.mappo.entropy_coef, cfg.mappo.lam) == (0.99, 0.001, 0.95)
     assert (cfg.mappo.clip, cfg.mappo.ppo_epochs, cfg.mappo.actor_lr) == (0.1, 5, 5e-4)
-    assert cfg.world_model == WorldModelConfig()  # Table 3 sizes
+    assert cfg.world_model.reward == RewardTerminationConfig()  # Table 3 sizes
+    assert cfg.world_model.decoder == StateDecoderConfig()
+    paper_dyn = dataclasses.replace(cfg.world_model.dynamics, sampler=DenoiserConfig().sampler)
+    assert paper_dyn == DenoiserConfig()
+    # the paper's reveal schedule: one agent per denoising step (eq. 9)
+    assert cfg.world_model.dynamics.sampler.reveal == RevealSchedule("sequential")
     bdh = trainer_config("paper", "ShadowHandPen")
     assert bdh.env_steps_per_epoch == 500  # Table 4, Bi-DexHands
     assert (bdh.mappo.gamma, bdh.mappo.entropy_coef) == (0.95, 0.01)  # Table 1
@@ -98,6 +103,10 @@ def test_cpu_preset_keeps_the_schedule_and_shrinks_the_epoch() -> None:
         assert getattr(cpu, name) == getattr(paper, name), name
     assert cpu.imagination.horizon == paper.imagination.horizon == 15
     assert cpu.mappo == paper.mappo
+    assert cpu.world_model.dynamics.sampler.reveal.kind == "cumulative"  # docs/design.md
+    swapped = with_reveal(cpu, RevealSchedule("sequential"))
+    assert swapped.world_model.dynamics.sampler.reveal.kind == "sequential"
+    assert dataclasses.replace(swapped, world_model=cpu.world_model) == cpu
     assert cpu.wm_updates_per_epoch < paper.wm_updates_per_epoch
     assert cpu.imagination.num_envs < paper.imagination.num_envs
     for lr in ("decoder_lr", "dynamics_lr", "reward_lr"):
@@ -142,6 +151,16 @@ def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path:
                if "eval/return_mean" in r)  # fmt: skip
     for key in ("wm/decoder/loss", "wm/dynamics/loss", "wm/reward/loss", "policy/critic_loss"):
         assert math.isfinite(history[-1][key]), key
+    # imagined reward per step beside the real one, and the action-effect diagnostics (exact
+    # toy dynamics) at every evaluation once the world model trains
+    assert math.isfinite(history[-1]["policy/imagined_reward_mean"])
+    agents = ("agent_0", "agent_1", "agent_2")
+    for row in history:
+        has = [f"fidelity/ratio_{a}" in row for a in agents]
+        assert all(has) == ("eval/return_mean" in row and row["wm_epochs"] > 0), row["epoch"]
+        if all(has):
+            assert all(math.isfinite(row[f"fidelity/ratio_{a}"]) for a in agents)
+            assert all(-1 <= row[f"fidelity/cosine_{a}"] <= 1 for a in agents)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [r["env_steps"] for r in rows] == [str(40 * k) for k in range(1, 8)]
     assert rows[0]["wm/dynamics/loss"] == "" and float(rows[-1]["wm/dynamics/loss"]) > 0
@@ -337,7 +356,7 @@ def test_cli_existing_run_folder_is_not_overwritten(tmp_path: Path) -> None:
 def test_cli_tiny_toy_run_writes_metrics_config_and_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = run_cli("--env", "toy", "--total-env-steps", "400", "--out", str(out),
-                  "--checkpoint-every", "1", *TINY_CLI)  # fmt: skip
+                  "--checkpoint-every", "1", "--reveal", "sequential", *TINY_CLI)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "env steps 400/400" in res.stderr  # the per-epoch progress line
     expected = ["checkpoint.pt", "config.json", "metrics.csv"]
@@ -350,6 +369,10 @@ def test_cli_tiny_toy_run_writes_metrics_config_and_checkpoint(tmp_path: Path) -
     assert rows[-1]["policy/actor_loss"] != "" and rows[-1]["eval/return_mean"] != ""
     with Trainer.resume(out / "checkpoint.pt") as trainer:
         assert trainer.env_steps == 400 and trainer.config.imagination.num_envs == 16
+        # --reveal replaced the cpu preset's cumulative schedule
+        assert trainer.world_model.dynamics.reveal == RevealSchedule("sequential")
+    saved = (out / "config.json").read_text()
+    assert '"kind": "sequential"' in saved
 
 
 def test_model_free_mappo_baseline_runs(tmp_path: Path) -> None:

@@ -172,14 +172,24 @@ def test_dataset_and_accuracy_scripts_end_to_end(tmp_path: Path) -> None:
                          "--horizon", "4", "--segments", "6", "--denoiser-lr", "3e-4",
                          "--out", str(out)])  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["seeds"]["0"]) == {"dima", "joint", "ensemble"}
-    for kind in ("dima", "joint", "ensemble"):
+    models = {"sequential", "cumulative", "joint", "ensemble"}
+    assert set(saved["seeds"]["0"]) == models
+    for kind in models:
         curve = saved["seeds"]["0"][kind]["cum_l1"]
         assert len(curve) == 4 and all(math.isfinite(v) for v in curve)
         assert curve == sorted(curve)  # cumulative
-    assert len(saved["seeds"]["0"]["dima"]["order_spread"]) == 4
-    assert "| dima |" in saved["table"] and res["segments"] == 6
+        # per-agent action effects against the real simulator, for every model
+        effects = saved["seeds"]["0"][kind]["action_effects"]
+        assert [e["agent"] for e in effects] == [0, 1]
+        assert all(math.isfinite(e["ratio"]) and -1 <= e["cosine"] <= 1 for e in effects)
+    for kind in ("sequential", "cumulative"):
+        assert len(saved["seeds"]["0"][kind]["order_spread"]) == 4
+    seq = saved["seeds"]["0"]["sequential"]["action_effects"]
+    assert [e["first_step"] for e in seq] == [2, 0]  # descending: agent 1 first
+    assert [e["first_step"] for e in saved["seeds"]["0"]["joint"]["action_effects"]] == [0, 0]
+    assert "| cumulative |" in saved["table"] and res["segments"] == 6
+    assert "ratio / cosine" in saved["table"]
     # the learning-rate options reach the optimisers without changing the module's defaults
-    assert saved["optim"]["dima"]["lr"] == saved["optim"]["joint"]["lr"] == 3e-4
+    assert saved["optim"]["sequential"]["lr"] == saved["optim"]["joint"]["lr"] == 3e-4
     assert saved["optim"]["ensemble"]["lr"] == accuracy.OPTIM["ensemble"]["lr"] == 1e-3
-    assert accuracy.OPTIM["dima"]["lr"] == 1e-4
+    assert accuracy.OPTIM["cumulative"]["lr"] == 1e-4

@@ -3,8 +3,8 @@
 The public API:
 
 * :class:`MultiAgentSpec` — the team (names, per-agent observation/action sizes, state size);
-* :class:`EDMPreconditioner`, :class:`EulerSampler` — EDM coefficients and the sampler that
-  reveals one agent's action per denoising step;
+* :class:`EDMPreconditioner`, :class:`EulerSampler`, :class:`RevealSchedule` — EDM
+  coefficients, the sampler and which agents' actions each denoising step sees;
 * :class:`SequentialAgentDenoiser` (DIMA) and :class:`JointActionDenoiser` (the ablation);
 * :class:`RewardTerminationGPT`, :class:`FSQStateDecoder`;
 * :class:`DIMAWorldModel`, :class:`ImaginationEnv`;
@@ -18,6 +18,7 @@ from dimalib.diffusion import (
     EDMPreconditioner,
     EulerSampler,
     JointActionDenoiser,
+    RevealSchedule,
     SamplerConfig,
     SequentialAgentDenoiser,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "JointActionDenoiser",
     "MultiAgentSpec",
     "ReplayBuffer",
+    "RevealSchedule",
     "RewardTerminationConfig",
     "RewardTerminationGPT",
     "RunningNormalizer",

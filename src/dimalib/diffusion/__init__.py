@@ -1,8 +1,9 @@
-"""Diffusion dynamics: EDM preconditioning, the sampler, the U-Net and the denoisers."""
+"""Diffusion dynamics: EDM preconditioning, reveal schedules, the sampler, the U-Net, denoisers."""
 
 from dimalib.diffusion.conditioning import AgentActionEncoder
 from dimalib.diffusion.denoiser import DenoiserConfig, JointActionDenoiser, SequentialAgentDenoiser
 from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
+from dimalib.diffusion.reveal import REVEAL_KINDS, RevealKind, RevealSchedule
 from dimalib.diffusion.sampler import (
     EulerSampler,
     Order,
@@ -14,6 +15,7 @@ from dimalib.diffusion.sampler import (
 from dimalib.diffusion.unet1d import UNet1D
 
 __all__ = [
+    "REVEAL_KINDS",
     "AgentActionEncoder",
     "DenoiserConfig",
     "EDMCoefficients",
@@ -22,6 +24,8 @@ __all__ = [
     "EulerSampler",
     "JointActionDenoiser",
     "Order",
+    "RevealKind",
+    "RevealSchedule",
     "SamplerConfig",
     "SequentialAgentDenoiser",
     "UNet1D",

@@ -5,18 +5,17 @@ a learned agent-id embedding and the token of step ``j`` of the context gets a l
 embedding. A shared MLP turns each sum into a token; the valid tokens are averaged (a DeepSets
 pool, invariant to the agents' labels) and projected to the condition width.
 
-Which tokens are pooled is the difference between DIMA and the conventional model (paper Fig. 2):
-
-* ``current="one"`` (DIMA, :class:`SequentialAgentDenoiser`): every agent's actions at the past
-  steps ``t−L+1 … t−1`` and **only agent k's** action at the current step ``t``;
-* ``current="all"`` (the ablation, :class:`JointActionDenoiser`): all agents at every step.
+The pool always holds every agent's actions at the past steps ``t−L+1 … t−1`` and, at the current
+step ``t``, the tokens of the **revealed** agents of the denoising step (a ``[B, n]`` boolean set
+from the reveal schedule, :mod:`dimalib.diffusion.reveal`): one agent for DIMA's eq. 9, a growing
+set for the cumulative schedule, every agent for the joint model of paper Fig. 2.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -35,14 +34,13 @@ class ActionContext(NamedTuple):
 
 
 class AgentActionEncoder(nn.Module):
-    """Joint-action history ``[B, L, A]`` (+ chosen agent) → condition ``[B, out_dim]``.
+    """Joint-action history ``[B, L, A]`` (+ revealed agents) → condition ``[B, out_dim]``.
 
     Args:
         spec: the team.
         context: number of steps ``L`` in the action history (the last one is the current step).
         token_dim: width of a per-agent action token.
         out_dim: width of the condition vector (Table 3: 256).
-        current: ``"one"`` reveals one agent's current action (DIMA), ``"all"`` every agent's.
     """
 
     pad_index: torch.Tensor
@@ -56,14 +54,10 @@ class AgentActionEncoder(nn.Module):
         context: int,
         token_dim: int = 128,
         out_dim: int = 256,
-        current: Literal["one", "all"] = "one",
     ) -> None:
         super().__init__()
-        if current not in ("one", "all"):
-            raise ValueError(f"current: expected 'one' or 'all', received {current!r}")
         self.spec = spec
         self.context = context
-        self.current_mode = current
         n, m = spec.n_agents, spec.max_action_dim
         # Per-agent linear maps stored padded: agent i uses rows 0..action_dims[i]-1 of weight[i].
         weight = torch.zeros(n, m, token_dim)
@@ -104,28 +98,21 @@ class AgentActionEncoder(nn.Module):
         past_count = past_valid.sum(dim=(1, 2, 3)) * self.spec.n_agents  # (B,)
         return ActionContext(past_sum, past_count, tokens[:, -1])
 
-    def pool(self, ctx: ActionContext, agent: torch.Tensor | None) -> torch.Tensor:
-        """Condition vector ``[B, out_dim]`` revealing ``agent`` (``[B]`` long) at the current step.
-
-        ``agent`` is ignored (and may be None) in ``current="all"`` mode.
-        """
-        if self.current_mode == "all":
-            cur_sum = ctx.current.sum(dim=1)  # (B, D)
-            count = ctx.past_count + self.spec.n_agents
-        else:
-            if agent is None:
-                raise ValueError("agent: required when one agent's current action is revealed")
-            index = agent.view(-1, 1, 1).expand(-1, 1, ctx.current.shape[-1])
-            cur_sum = ctx.current.gather(1, index).squeeze(1)  # (B, D)
-            count = ctx.past_count + 1
+    def pool(self, ctx: ActionContext, revealed: torch.Tensor) -> torch.Tensor:
+        """Condition vector ``[B, out_dim]`` revealing the agents of ``revealed`` (``[B, n]``
+        bool) at the current step: the mean of the valid past tokens and the revealed current
+        ones."""
+        weights = revealed.to(ctx.current.dtype)  # (B, n)
+        cur_sum = (ctx.current * weights[..., None]).sum(dim=1)  # (B, D)
+        count = (ctx.past_count + weights.sum(dim=1)).clamp(min=1)  # (B,)
         pooled = (ctx.past_sum + cur_sum) / count[:, None]
         return self.out(pooled)
 
     def forward(
-        self, actions: torch.Tensor, mask: torch.Tensor, agent: torch.Tensor | None
+        self, actions: torch.Tensor, mask: torch.Tensor, revealed: torch.Tensor
     ) -> torch.Tensor:
-        """``[B, L, A]``, ``[B, L]``, ``[B]`` → ``[B, out_dim]``."""
-        return self.pool(self.encode_context(actions, mask), agent)
+        """``[B, L, A]``, ``[B, L]``, ``[B, n]`` → ``[B, out_dim]``."""
+        return self.pool(self.encode_context(actions, mask), revealed)
 
     @torch.no_grad()
     def permute_agents_(self, order: Sequence[int], spec: MultiAgentSpec) -> None:

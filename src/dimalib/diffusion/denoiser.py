@@ -1,10 +1,12 @@
 """The dynamics model: an EDM-preconditioned denoiser of the next global state.
 
-``SequentialAgentDenoiser`` is DIMA's ``D_θ(s^σ_{t+1}; σ, s_{t−L+1:t}, a_{t−L+1:t−1}, a^k_t)``
+``SequentialAgentDenoiser`` is DIMA's ``D_θ(s^σ_{t+1}; σ, s_{t−L+1:t}, a_{t−L+1:t−1}, a^R_t)``
 (paper eq. 9–10, App. G.1): every denoising step sees the past states and joint actions and the
-current action of **one** agent ``k``. ``JointActionDenoiser`` is the conventional model of paper
-Fig. 2 (all agents' current actions at every step), on the same network for like-for-like
-comparisons (Fig. 8).
+current actions of the agents ``R`` its reveal schedule (:mod:`dimalib.diffusion.reveal`) names
+for that step: one agent ``k`` in the paper's ``"sequential"`` schedule (eq. 9), a growing set in
+the ``"cumulative"`` one. ``JointActionDenoiser`` is the conventional model of paper Fig. 2 (all
+agents' current actions at every step, the ``"joint"`` schedule), on the same network for
+like-for-like comparisons (Fig. 8).
 
 Units: the public methods take and return states in the environment's units. Inside, states are
 normalised by a running mean/std (kept in the ``state_dict``) and multiplied by ``σ_data``, as
@@ -14,9 +16,9 @@ DIMA's code does; this is the "model space" the diffusion runs in.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,8 @@ from torch import nn
 from dimalib.data.normalizer import RunningNormalizer
 from dimalib.diffusion.conditioning import ActionContext, AgentActionEncoder
 from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
-from dimalib.diffusion.sampler import EulerSampler, Order, SamplerConfig
+from dimalib.diffusion.reveal import Order, RevealSchedule
+from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
 from dimalib.diffusion.unet1d import FourierFeatures, UNet1D
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_finite, check_keys, check_tensor
@@ -44,7 +47,7 @@ class DenoiserConfig:
     cond_dim: int = 256  # Table 3: residual block conditioning dimension
     action_token_dim: int = 128  # dimalib: width of one agent's action token
     edm: EDMConfig = field(default_factory=EDMConfig)  # App. B
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # Table 4
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # Table 4; reveal schedule
     update_normalizer: bool = True  # loss() in train mode updates the running state statistics
     normalizer_min_std: float = 1e-2
 
@@ -56,8 +59,6 @@ class DenoiserConfig:
 class _Denoiser(nn.Module):
     """Shared machinery of the sequential and the joint-action denoisers."""
 
-    current_actions: ClassVar[Literal["one", "all"]]
-
     def __init__(self, spec: MultiAgentSpec, config: DenoiserConfig | None = None) -> None:
         super().__init__()
         self.spec = spec
@@ -66,7 +67,7 @@ class _Denoiser(nn.Module):
         self.sampler = EulerSampler(config.sampler)
         self.normalizer = RunningNormalizer(spec.state_dim, min_std=config.normalizer_min_std)
         self.action_encoder = AgentActionEncoder(
-            spec, config.context, config.action_token_dim, config.cond_dim, self.current_actions
+            spec, config.context, config.action_token_dim, config.cond_dim
         )
         self.noise_embedding = nn.Sequential(
             FourierFeatures(config.cond_dim),
@@ -83,6 +84,11 @@ class _Denoiser(nn.Module):
     def context(self) -> int:
         """``L``: the number of past states and joint actions a prediction takes."""
         return self.config.context
+
+    @property
+    def reveal(self) -> RevealSchedule:
+        """The reveal schedule this model trains with and samples with by default."""
+        return self.config.sampler.reveal
 
     # ------------------------------------------------------------------ units
     def to_model_space(self, states: torch.Tensor) -> torch.Tensor:
@@ -127,7 +133,7 @@ class _Denoiser(nn.Module):
         context: torch.Tensor,
         mask: torch.Tensor,
         actions: ActionContext,
-        agent: torch.Tensor | None,
+        revealed: torch.Tensor,
     ) -> torch.Tensor:
         """``D_θ`` in model space (eq. 10).
 
@@ -137,13 +143,14 @@ class _Denoiser(nn.Module):
             context: ``[B, L, S]`` past states in model space.
             mask: ``[B, L]`` bool, False on padded context steps.
             actions: the tokens of :meth:`encode_actions`.
-            agent: ``[B]`` long, the agent whose current action is revealed (ignored by the joint
-                model).
+            revealed: ``[B, n]`` bool, the agents whose current action is revealed.
 
         Returns:
             ``[B, S]`` the denoised next state in model space.
         """
-        return self.edm.denoised(noisy, *self._network(noisy, sigma, context, mask, actions, agent))
+        return self.edm.denoised(
+            noisy, *self._network(noisy, sigma, context, mask, actions, revealed)
+        )
 
     def _network(
         self,
@@ -152,10 +159,12 @@ class _Denoiser(nn.Module):
         context: torch.Tensor,
         mask: torch.Tensor,
         actions: ActionContext,
-        agent: torch.Tensor | None,
+        revealed: torch.Tensor,
     ) -> tuple[torch.Tensor, EDMCoefficients]:
         coeffs = self.edm.coefficients(sigma[:, None])  # each (B, 1)
-        cond = self.noise_embedding(coeffs.c_noise[:, 0]) + self.action_encoder.pool(actions, agent)
+        cond = self.noise_embedding(coeffs.c_noise[:, 0]) + self.action_encoder.pool(
+            actions, revealed
+        )
         valid = mask.to(context.dtype)[..., None]  # (B, L, 1)
         past = torch.cat([context * valid, valid], dim=-1)  # (B, L, S+1)
         current = torch.cat([coeffs.c_in * noisy, torch.ones_like(noisy[:, :1])], dim=-1)
@@ -164,16 +173,16 @@ class _Denoiser(nn.Module):
         return out, coeffs
 
     # ------------------------------------------------------------------ loss
-    def sample_agents(
-        self,
-        batch_size: int,
-        *,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+    def sample_revealed(
+        self, sigma: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``[batch_size]`` agents ``k ~ Uniform{0..n−1}`` (eq. 9)."""
+        """``[B, n]`` bool: the revealed agents of training samples at noise levels ``sigma [B]``,
+        drawn as the reveal schedule prescribes (eq. 9: one agent ``k ~ U{0..n−1}``)."""
         n = self.spec.n_agents
-        return torch.randint(0, n, (batch_size,), device=device, generator=generator)
+        sampler_sigmas = self.sampler.sigmas(n, device=sigma.device, dtype=sigma.dtype)
+        return self.reveal.training_masks(
+            n, sigma, sampler_sigmas, agent_names=self.spec.agent_names, generator=generator
+        )
 
     def loss(
         self, batch: Mapping[str, torch.Tensor], *, generator: torch.Generator | None = None
@@ -184,12 +193,13 @@ class _Denoiser(nn.Module):
             batch: ``states [B, L, S]`` (``s_{t−L+1..t}``), ``actions [B, L, A]`` (``a_{t−L+1..t}``,
                 the last being the current joint action), ``next_state [B, S]`` and optionally
                 ``mask [B, L]`` (False on steps padded before an episode start).
-            generator: makes σ, the noise and the agents ``k`` reproducible.
+            generator: makes σ, the noise and the revealed agents reproducible.
 
         Returns:
             ``(loss, info)``: the scalar loss ``mean λ(σ)·||D − s_{t+1}||²`` (computed as DIAMOND
             does, as the MSE of ``F`` against ``(x₀ − c_skip·x_σ)/c_out``) and detached diagnostics:
-            ``denoising_mse`` (unweighted, model space), ``sigma [B]`` and ``agent [B]``.
+            ``denoising_mse`` (unweighted, model space), ``sigma [B]`` and ``revealed [B, n]``
+            (bool, the agents whose current action each sample saw).
         """
         check_keys("batch", batch, ("states", "actions", "next_state"))
         states, actions = batch["states"], batch["actions"]
@@ -209,9 +219,9 @@ class _Denoiser(nn.Module):
         sigma = self.edm.sample_sigma(B, device=device, dtype=dtype, generator=generator)
         noise = torch.randn(clean.shape, device=device, dtype=dtype, generator=generator)
         noisy = clean + sigma[:, None] * noise
-        agent = self.sample_agents(B, device=device, generator=generator)
+        revealed = self.sample_revealed(sigma, generator=generator)  # (B, n)
         tokens = self.encode_actions(actions, mask)
-        out, coeffs = self._network(noisy, sigma, context, mask, tokens, agent)
+        out, coeffs = self._network(noisy, sigma, context, mask, tokens, revealed)
         target = self.edm.network_target(clean, noisy, coeffs)
         loss = F.mse_loss(out, target)
         with torch.no_grad():
@@ -219,7 +229,7 @@ class _Denoiser(nn.Module):
             info = {
                 "denoising_mse": F.mse_loss(denoised, clean),
                 "sigma": sigma.detach(),
-                "agent": agent,
+                "revealed": revealed,
             }
         return loss, info
 
@@ -232,16 +242,19 @@ class _Denoiser(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         order: Order | None = None,
+        reveal: RevealSchedule | None = None,
         generator: torch.Generator | None = None,
         check_inputs: bool = True,
     ) -> torch.Tensor:
-        """Sample ``s_{t+1}`` with the sampler, revealing one agent per denoising step.
+        """Sample ``s_{t+1}`` with the sampler, revealing agents as the schedule says.
 
         Args:
             states: ``[B, L, S]`` states ``s_{t−L+1..t}`` (environment units).
             actions: ``[B, L, A]`` joint actions ``a_{t−L+1..t}`` (the last is the current one).
             mask: ``[B, L]`` bool, False on padded steps (default: all valid).
             order: conditioning order (default: the sampler config's, ``"descending"``).
+            reveal: reveal schedule (default: the model's, :attr:`reveal`); a schedule other than
+                the one the model was trained with asks for sets it may not have seen.
             generator: makes the start noise (and a random order) reproducible.
             check_inputs: validate shapes and finiteness (one host sync); hot loops that validated
                 their inputs once may pass False.
@@ -257,14 +270,15 @@ class _Denoiser(nn.Module):
         context = self.to_model_space(states)
         tokens = self.encode_actions(actions, mask)
 
-        def denoise(x: torch.Tensor, sigma: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
-            return self.denoise(x, sigma, context, mask, tokens, agent)
+        def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+            return self.denoise(x, sigma, context, mask, tokens, revealed)
 
         x = self.sampler.sample(
             denoise,
             (states.shape[0], self.spec.state_dim),
             self.spec.n_agents,
             order=order,
+            reveal=reveal,
             agent_names=self.spec.agent_names,
             generator=generator,
             device=states.device,
@@ -286,7 +300,11 @@ class _Denoiser(nn.Module):
 
 
 class SequentialAgentDenoiser(_Denoiser):
-    """DIMA's dynamics model: one agent's current action per denoising step (eq. 9).
+    """DIMA's dynamics model: agents' current actions revealed step by step (paper §3.1).
+
+    The reveal schedule is ``config.sampler.reveal``: a cumulative set (``RevealSchedule()``,
+    the default: every agent's effect kept, see docs/design.md) or the paper's one agent per
+    step (eq. 9, ``RevealSchedule("sequential")``).
 
     Example:
         >>> spec = MultiAgentSpec(("a", "b"), (4, 4), (2, 3), state_dim=6)
@@ -296,14 +314,15 @@ class SequentialAgentDenoiser(_Denoiser):
         torch.Size([5, 6])
     """
 
-    current_actions = "one"
-
 
 class JointActionDenoiser(_Denoiser):
     """The conventional ablation (paper Fig. 2, Fig. 8): every agent's current action at every step.
 
-    Same network and training as :class:`SequentialAgentDenoiser`; the agent chosen by the
-    sampler's order is ignored.
+    Same network and training as :class:`SequentialAgentDenoiser`, with the ``"joint"`` reveal
+    schedule: the config's schedule is replaced by it, so one config serves both models.
     """
 
-    current_actions = "all"
+    def __init__(self, spec: MultiAgentSpec, config: DenoiserConfig | None = None) -> None:
+        config = config or DenoiserConfig()
+        sampler = dataclasses.replace(config.sampler, reveal=RevealSchedule("joint"))
+        super().__init__(spec, dataclasses.replace(config, sampler=sampler))

@@ -1,27 +1,31 @@
-"""Sampling the next state: Karras σ schedule, Euler (or Heun) steps, one agent revealed per step.
+"""Sampling the next state: Karras σ schedule, Euler (or Heun) steps, a reveal schedule.
 
 DIMA's sampler (paper §3.1, App. B, E.2, Table 4) integrates the probability-flow ODE from
-``σ_max`` down to 0. At every denoising step the denoiser sees exactly **one** agent's current
-action; the *conditioning order* says which agent at which step:
+``σ_max`` down to 0, one denoiser evaluation per step (two with Heun). The *reveal schedule*
+(:class:`~dimalib.diffusion.reveal.RevealSchedule`) says which agents' current actions each step
+sees, and the *conditioning order* in which agents come:
 
-* ``"descending"`` (paper default, Assumption 1): agent n first, agent 1 on the last step;
+* ``"descending"`` (paper default, Assumption 1): agent n first, agent 1 last;
 * ``"ascending"``: agent 1 first;
 * ``"random"``: a fresh random permutation on every call (``per_sample=True``: one per sample);
 * an explicit sequence of agent indices (0-based) or names: either a permutation of all agents, or
   a sequence with one entry per denoising step that names every agent at least once (App. E.2's
   random order ``(2, 1, 1, 2)`` is written ``(1, 0, 0, 1)`` here).
 
-With more steps than agents, each agent of a permutation takes ``steps // n`` consecutive steps:
-for n = 2 and 4 steps the descending order is agents ``(1, 1, 0, 0)`` — the paper's ``(2, 2, 1, 1)``.
+With the paper's ``"sequential"`` schedule each step sees one agent, and with more steps than
+agents each agent of a permutation takes ``steps // n`` consecutive steps: for n = 2 and 4 steps
+the descending order is agents ``(1, 1, 0, 0)`` — the paper's ``(2, 2, 1, 1)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+
+from dimalib.diffusion.reveal import Order, RevealSchedule, agent_schedule
 
 __all__ = [
     "DenoiseFn",
@@ -33,11 +37,8 @@ __all__ = [
     "karras_sigmas",
 ]
 
-Order = Literal["descending", "ascending", "random"] | Sequence[int | str]
-"""A conditioning order: a named order or an explicit sequence of agent indices or names."""
-
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``denoise(x [B, ...], sigma [B], agent [B] long) -> D(x; sigma | agent's action) [B, ...]``."""
+"""``denoise(x [B, ...], sigma [B], revealed [B, n] bool) -> D(x; sigma | a^revealed) [B, ...]``."""
 
 
 def default_num_steps(n_agents: int) -> int:
@@ -76,92 +77,15 @@ def karras_sigmas(
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(dtype)
 
 
-def _resolve_agent(entry: int | str, agent_names: Sequence[str] | None, n_agents: int) -> int:
-    if isinstance(entry, str):
-        if agent_names is None or entry not in agent_names:
-            known = list(agent_names) if agent_names is not None else "indices only"
-            raise ValueError(f"order: unknown agent {entry!r}; expected one of {known}")
-        return list(agent_names).index(entry)
-    if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < n_agents:
-        raise ValueError(
-            f"order: unknown agent {entry!r}; expected an index in 0..{n_agents - 1} or a name"
-        )
-    return entry
-
-
-def agent_schedule(
-    order: Order,
-    n_agents: int,
-    num_steps: int,
-    *,
-    batch_size: int | None = None,
-    per_sample: bool = False,
-    agent_names: Sequence[str] | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Which agent's current action conditions each denoising step.
-
-    Returns:
-        ``[num_steps]`` long tensor of agent indices, or ``[batch_size, num_steps]`` when
-        ``order="random"`` and ``per_sample=True``.
-
-    Raises:
-        ValueError: unknown order name, unknown or repeated agent, or a step count the order cannot
-        fill (fewer steps than agents, or steps not a multiple of n for a permutation).
-    """
-    if n_agents < 1:
-        raise ValueError(f"n_agents: expected >= 1, received {n_agents}")
-    if num_steps < n_agents:
-        raise ValueError(
-            f"num_steps: expected at least one step per agent (>= {n_agents}), received {num_steps}"
-        )
-
-    def expand(perm: torch.Tensor) -> torch.Tensor:  # (..., n) -> (..., num_steps)
-        if num_steps % n_agents != 0:
-            raise ValueError(
-                f"num_steps: a permutation of {n_agents} agents fills a multiple of {n_agents} "
-                f"steps, received {num_steps}; pass an explicit sequence of {num_steps} agents"
-            )
-        return perm.repeat_interleave(num_steps // n_agents, dim=-1)
-
-    if isinstance(order, str):
-        if order == "descending":
-            return expand(torch.arange(n_agents - 1, -1, -1, device=device))
-        if order == "ascending":
-            return expand(torch.arange(n_agents, device=device))
-        if order == "random":
-            if per_sample:
-                if batch_size is None:
-                    raise ValueError("batch_size: required with order='random', per_sample=True")
-                keys = torch.rand(batch_size, n_agents, generator=generator, device=device)
-                return expand(keys.argsort(dim=-1))
-            return expand(torch.randperm(n_agents, generator=generator, device=device))
-        raise ValueError(
-            f"order: expected 'descending', 'ascending', 'random' or a sequence of agents, "
-            f"received {order!r}"
-        )
-
-    agents = [_resolve_agent(e, agent_names, n_agents) for e in order]
-    if len(agents) == n_agents:
-        if len(set(agents)) != n_agents:
-            repeated = sorted({a for a in agents if agents.count(a) > 1})
-            raise ValueError(f"order: repeated agent(s) {repeated} in {list(order)}")
-        return expand(torch.tensor(agents, device=device))
-    if len(agents) == num_steps:
-        missing = sorted(set(range(n_agents)) - set(agents))
-        if missing:
-            raise ValueError(f"order: agent(s) {missing} never revealed in {list(order)}")
-        return torch.tensor(agents, device=device)
-    raise ValueError(
-        f"order: expected {n_agents} agents (a permutation) or {num_steps} entries (one per step), "
-        f"received {len(agents)}"
-    )
-
-
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Sampler settings. Defaults: Table 4 (Euler, steps 2n if n <= 2 else n) and DIAMOND/EDM σs."""
+    """Sampler settings. Defaults: Table 4 (Euler, steps 2n if n <= 2 else n) and DIAMOND/EDM σs.
+
+    ``reveal`` is the reveal schedule: dimalib's default is the cumulative one (every agent's
+    action reaches the next state; docs/design.md), ``RevealSchedule("sequential")`` is the
+    paper's one agent per step (eq. 9). A denoiser trains with the draws of its config's
+    schedule, so choose it before training.
+    """
 
     num_steps: int | None = None  # None: default_num_steps(n_agents), Table 4
     sigma_min: float = 2e-3
@@ -170,20 +94,25 @@ class SamplerConfig:
     order: Order = "descending"  # §3.1, Assumption 1
     per_sample_order: bool = False  # with order="random": one permutation per sample
     solver: Literal["euler", "heun"] = "euler"  # Table 4: Euler
+    reveal: RevealSchedule = field(default_factory=RevealSchedule)  # cumulative (paper: eq. 9)
 
     def __post_init__(self) -> None:
         if self.solver not in ("euler", "heun"):
             raise ValueError(f"solver: expected 'euler' or 'heun', received {self.solver!r}")
         if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps: expected >= 1 or None, received {self.num_steps}")
+        if not isinstance(self.reveal, RevealSchedule):
+            raise ValueError(
+                f"reveal: expected a RevealSchedule, received {type(self.reveal).__name__}"
+            )
 
 
 class EulerSampler:
-    """Deterministic probability-flow ODE sampler with one agent revealed per denoising step.
+    """Deterministic probability-flow ODE sampler whose steps see the revealed agents' actions.
 
-    ``sample`` starts from ``randn·σ_max`` and, for each step ``i`` with agent ``k_i``, computes
-    ``d = (x − D(x; σ_i | a^{k_i})) / σ_i`` and moves ``x ← x + (σ_{i+1} − σ_i)·d``. With
-    ``solver="heun"`` a second evaluation at ``σ_{i+1}`` — with the same agent ``k_i`` — corrects
+    ``sample`` starts from ``randn·σ_max`` and, for each step ``i`` with revealed set ``R_i``,
+    computes ``d = (x − D(x; σ_i | a^{R_i})) / σ_i`` and moves ``x ← x + (σ_{i+1} − σ_i)·d``. With
+    ``solver="heun"`` a second evaluation at ``σ_{i+1}`` — with the same set ``R_i`` — corrects
     the step (skipped on the last step, where ``σ_{i+1} = 0``).
     """
 
@@ -212,24 +141,26 @@ class EulerSampler:
         batch_size: int,
         *,
         order: Order | None = None,
+        reveal: RevealSchedule | None = None,
         agent_names: Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """``[batch_size, steps]`` agent index per sample and step for ``order`` (default: config)."""
-        agents = agent_schedule(
-            self.config.order if order is None else order,
+        """``[batch_size, steps, n_agents]`` bool: the revealed agents of every sample and step.
+
+        ``order`` and ``reveal`` default to the config's.
+        """
+        masks = (self.config.reveal if reveal is None else reveal).masks(
             n_agents,
-            self.num_steps(n_agents),
+            self.sigmas(n_agents),
+            order=self.config.order if order is None else order,
             batch_size=batch_size,
             per_sample=self.config.per_sample_order,
             agent_names=agent_names,
             generator=generator,
             device=device,
         )
-        if agents.dim() == 1:
-            agents = agents.expand(batch_size, -1)
-        return agents
+        return masks.expand(batch_size, -1, -1) if masks.dim() == 2 else masks
 
     def sample(
         self,
@@ -238,6 +169,7 @@ class EulerSampler:
         n_agents: int,
         *,
         order: Order | None = None,
+        reveal: RevealSchedule | None = None,
         agent_names: Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -246,10 +178,11 @@ class EulerSampler:
         """Integrate from noise to a clean sample.
 
         Args:
-            denoise: ``D(x [B, ...], sigma [B], agent [B]) -> [B, ...]``.
+            denoise: ``D(x [B, ...], sigma [B], revealed [B, n] bool) -> [B, ...]``.
             shape: sample shape ``(B, ...)``.
-            n_agents: team size (sets the default step count and the order).
+            n_agents: team size (sets the default step count and the schedule).
             order: conditioning order; default from the config.
+            reveal: reveal schedule; default from the config.
             generator: makes the start noise (and a random order) reproducible.
 
         Returns:
@@ -257,25 +190,26 @@ class EulerSampler:
         """
         shape = tuple(shape)
         batch = shape[0]
-        agents = self.schedule(
+        revealed = self.schedule(
             n_agents,
             batch,
             order=order,
+            reveal=reveal,
             agent_names=agent_names,
             generator=generator,
             device=device,
-        )
+        )  # (B, N, n)
         sigmas = self.sigmas(n_agents, device=device, dtype=dtype)
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sigmas[0]
         heun = self.config.solver == "heun"
         n_steps = sigmas.numel() - 1
         for i in range(n_steps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
-            agent = agents[:, i]
-            d = (x - denoise(x, sigma.expand(batch), agent)) / sigma
+            step_set = revealed[:, i]
+            d = (x - denoise(x, sigma.expand(batch), step_set)) / sigma
             x_next = x + (sigma_next - sigma) * d
-            if heun and i < n_steps - 1:  # σ_{i+1} > 0: second-order correction, same agent
-                d2 = (x_next - denoise(x_next, sigma_next.expand(batch), agent)) / sigma_next
+            if heun and i < n_steps - 1:  # σ_{i+1} > 0: second-order correction, same set
+                d2 = (x_next - denoise(x_next, sigma_next.expand(batch), step_set)) / sigma_next
                 x_next = x + (sigma_next - sigma) * (d + d2) / 2
             x = x_next
         return x

@@ -199,6 +199,7 @@ class ProbabilisticEnsemble(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         order: object = None,
+        reveal: object = None,
         generator: torch.Generator | None = None,
         check_inputs: bool = True,
         mode: PredictMode = "mean",
@@ -210,6 +211,7 @@ class ProbabilisticEnsemble(nn.Module):
             actions: ``[B, L, A]`` joint actions (the last is the current one).
             mask: ignored (MBPO's model looks at the last step only).
             order: ignored (no agent conditioning order).
+            reveal: ignored (no reveal schedule).
             generator: for ``mode="sample"``.
             check_inputs: validate shapes and finiteness.
             mode: ``"mean"`` the average of the members' means (the lowest-error point
