@@ -260,3 +260,41 @@ def test_world_model_losses_on_buffer_batches() -> None:
         wm.decoder_loss({"state": torch.zeros(2, 6)})
     with pytest.raises(ValueError, match="conditioning"):
         WorldModelConfig(conditioning="flat")  # type: ignore[arg-type]
+
+
+def test_disagreement_penalty_subtracts_the_spread_of_a_second_sample() -> None:
+    wm = _world_model()
+    ctx = _context(6)
+    action = torch.rand(6, 5, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    plain = ImaginationEnv(wm, ctx, ImaginationConfig(num_envs=6, horizon=3), seed=5)
+    pess = ImaginationEnv(
+        wm, ctx, ImaginationConfig(num_envs=6, horizon=3, disagreement_penalty=0.5), seed=5
+    )
+    plain.reset(), pess.reset()
+    for _ in range(3):
+        a, b = plain.step(action), pess.step(action)
+        torch.testing.assert_close(a.state, b.state, rtol=0, atol=0)  # same main sample
+        assert plain.last_disagreement is None and pess.last_disagreement is not None
+        d = pess.last_disagreement
+        assert bool((d > 0).all()) and bool(torch.isfinite(d).all())
+        torch.testing.assert_close(b.reward, a.reward - 0.5 * d)
+    # the spread by hand: the RMS in state stds between two samples of the same step
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    acts = torch.cat([ctx["actions"], action[:, None]], dim=1)
+    s1, s2 = (
+        wm.dynamics.predict_next_state(ctx["states"], acts, ctx["mask"], generator=g)
+        for g in (g1, g2)
+    )
+    std = wm.dynamics.normalizer.std.float()
+    spread = ((s1 - s2) / std).square().mean(dim=1).sqrt()
+    env = ImaginationEnv(
+        wm, ctx, ImaginationConfig(num_envs=6, horizon=3, disagreement_penalty=1.0), seed=5
+    )
+    env.reset()
+    env._generators[("", torch.device("cpu"))] = torch.Generator().manual_seed(1)
+    env._generators[("disagreement", torch.device("cpu"))] = torch.Generator().manual_seed(2)
+    env.step(action)
+    assert env.last_disagreement is not None
+    torch.testing.assert_close(env.last_disagreement, spread)
+    with pytest.raises(ValueError, match="disagreement_penalty"):
+        ImaginationConfig(disagreement_penalty=-1.0)

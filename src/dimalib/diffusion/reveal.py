@@ -375,7 +375,8 @@ class RevealSchedule:
         Args:
             n_agents: team size ``n``.
             sigma: ``[B]`` the training noise levels (read with ``train_sizes="matched"``).
-            sampler_sigmas: ``[N + 1]`` the sampler's noise levels (likewise).
+            sampler_sigmas: ``[N + 1]`` the sampler's noise levels (likewise; pass them on the
+                CPU to avoid a device sync).
             agent_names: lets explicit sets name agents.
             generator: makes the draw reproducible.
         """
@@ -386,6 +387,7 @@ class RevealSchedule:
             agent = torch.randint(0, n_agents, (B,), device=device, generator=generator)
             return torch.nn.functional.one_hot(agent, n_agents).bool()
         if self.train_sizes == "matched":
+            sampler_sigmas = sampler_sigmas.cpu()  # a schedule is built on the host
             step_sizes = self._step_sizes(n_agents, sampler_sigmas, agent_names).to(device)
             levels = sampler_sigmas[:-1].to(device=device, dtype=sigma.dtype)
             nearest = (sigma.log()[:, None] - levels.log()[None, :]).abs().argmin(dim=1)

@@ -118,6 +118,7 @@ class EulerSampler:
 
     def __init__(self, config: SamplerConfig | None = None) -> None:
         self.config = config or SamplerConfig()
+        self._cache: dict[object, torch.Tensor] = {}  # reveal masks of fixed orders
 
     def num_steps(self, n_agents: int) -> int:
         return self.config.num_steps or default_num_steps(n_agents)
@@ -148,18 +149,32 @@ class EulerSampler:
     ) -> torch.Tensor:
         """``[batch_size, steps, n_agents]`` bool: the revealed agents of every sample and step.
 
-        ``order`` and ``reveal`` default to the config's.
+        ``order`` and ``reveal`` default to the config's. Schedules without a random order are
+        built once per (schedule, order, team size, device) and reused, so the hot loop does
+        not rebuild them.
         """
-        masks = (self.config.reveal if reveal is None else reveal).masks(
-            n_agents,
-            self.sigmas(n_agents),
-            order=self.config.order if order is None else order,
-            batch_size=batch_size,
-            per_sample=self.config.per_sample_order,
-            agent_names=agent_names,
-            generator=generator,
-            device=device,
-        )
+        reveal = self.config.reveal if reveal is None else reveal
+        order = self.config.order if order is None else order
+        names = None if agent_names is None else tuple(agent_names)
+        key = None
+        if order != "random":
+            fixed = order if isinstance(order, str) else tuple(order)
+            where = str(torch.device("cpu" if device is None else device))
+            key = (reveal, fixed, n_agents, names, where)
+        masks = self._cache.get(key) if key is not None else None
+        if masks is None:
+            masks = reveal.masks(
+                n_agents,
+                self.sigmas(n_agents),
+                order=order,
+                batch_size=batch_size,
+                per_sample=self.config.per_sample_order,
+                agent_names=agent_names,
+                generator=generator,
+                device=device,
+            )
+            if key is not None:
+                self._cache[key] = masks
         return masks.expand(batch_size, -1, -1) if masks.dim() == 2 else masks
 
     def sample(

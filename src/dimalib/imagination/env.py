@@ -18,6 +18,14 @@ probability is returned too, for learners that use it as a soft discount (DIMA's
 All rollouts are truncated together after ``horizon`` steps; ``step`` then refuses until ``reset``.
 ``reset`` puts the world model in eval mode (no dropout in imagination).
 
+**Disagreement penalty (optional, off by default; not in the paper).** With
+``disagreement_penalty = λ > 0`` every step also draws a second next state from an independent
+start noise and subtracts ``λ·d_t`` from the reward, ``d_t`` the root mean square over state
+entries of the two samples' difference in state stds (the dynamics model's normaliser). In a
+deterministic env a spread between samples is the model's own uncertainty, so the penalty makes
+the learner pessimistic where the model does not know (a remedy for model exploitation); it
+costs one more sampling per step. ``last_disagreement`` holds ``d_t`` of the last step.
+
 Everything runs on the world model's device under ``torch.inference_mode()`` with no host
 synchronisation per step: non-finite actions are detected on the device and reported by the
 ``ValueError`` raised at the end of the rollout (``check_actions="rollout"``, default), or at once
@@ -56,6 +64,7 @@ class ImaginationConfig:
     termination_threshold: float = 0.5  # γ_t > threshold ends a rollout (masked and kept)
     check_actions: Literal["rollout", "step"] = "rollout"
     out_of_bounds: Literal["clip", "error"] = "clip"
+    disagreement_penalty: float = 0.0  # dimalib, not in the paper: 0 = off (see the class doc)
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -75,6 +84,9 @@ class ImaginationConfig:
             raise ValueError(
                 f"out_of_bounds: expected 'clip' or 'error', received {self.out_of_bounds!r}"
             )
+        p = self.disagreement_penalty
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 0:
+            raise ValueError(f"disagreement_penalty: expected a number >= 0, received {p!r}")
 
 
 class ImaginedStep(NamedTuple):
@@ -127,7 +139,8 @@ class ImaginationEnv:
             )
         self.source = source
         self.device = next(world_model.parameters()).device
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generators: dict[object, torch.Generator] = {}
+        self.last_disagreement: torch.Tensor | None = None
         self._seed(seed)
         self._cache: KVCache | None = None
         self._t = -1  # steps taken since reset; -1 before the first reset
@@ -153,14 +166,15 @@ class ImaginationEnv:
         self._base_seed = seed
         self._generators.clear()
 
-    def _generator(self, device: torch.device) -> torch.Generator | None:
+    def _generator(self, device: torch.device, stream: str = "") -> torch.Generator | None:
         if self._base_seed is None:
             return None
-        if device not in self._generators:
+        key = (stream, device)
+        if key not in self._generators:
             gen = torch.Generator(device=device)
             gen.manual_seed(self._base_seed + 1000 * len(self._generators))
-            self._generators[device] = gen
-        return self._generators[device]
+            self._generators[key] = gen
+        return self._generators[key]
 
     # ----------------------------------------------------------------- reset
     def reset(
@@ -285,12 +299,26 @@ class ImaginationEnv:
                 generator=self._generator(self.device),
                 check_inputs=False,
             )
+            if cfg.disagreement_penalty > 0:
+                other = wm.dynamics.predict_next_state(
+                    self._states,
+                    actions,
+                    self._mask,
+                    order=cfg.order if order is None else order,
+                    generator=self._generator(self.device, "disagreement"),
+                    check_inputs=False,
+                )
+                std = wm.dynamics.normalizer.std.to(next_state.dtype)
+                spread = ((next_state - other) / std).square().mean(dim=1).sqrt()  # (B,)
+                self.last_disagreement = spread.clone()
             assert self._cache is not None
             reward, term_prob = wm.reward_model.step(
                 self._cache, wm.normalize_state(state), action, check_inputs=False
             )
             next_obs = wm.decode(next_state, check_inputs=False)
 
+            if cfg.disagreement_penalty > 0:
+                reward = reward - cfg.disagreement_penalty * spread
             reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
             self._terminated |= term_prob > cfg.termination_threshold
             self._states = torch.cat([self._states[:, 1:], next_state[:, None]], dim=1)
