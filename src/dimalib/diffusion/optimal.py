@@ -160,14 +160,16 @@ class LinearGaussianDenoiser:
             state: ``[B, S]`` ``s_t`` (environment units); action: ``[B, A]`` ``a_t``.
             revealed: ``[B, n]`` bool.
         """
-        f64 = torch.float64
+        f64, dev = torch.float64, x.device
+        A, B, entry_agent = self.A.to(dev), self.B.to(dev), self.entry_agent.to(dev)
         hidden = (~revealed).to(f64)  # (B, n)
-        joint_hidden = hidden[:, self.entry_agent]  # (B, A)
-        act = action.to(f64) * (1 - joint_hidden) + self.action_mean * joint_hidden
-        mu = state.to(f64) @ self.A.T + act @ self.B.T  # (B, S) μ_R
-        m = (mu - self.state_mean) * self.scale
-        P = self.noise_cov + torch.einsum("bn,nij->bij", hidden, self.agent_cov)  # (B, S, S)
-        eye = torch.eye(P.shape[-1], dtype=f64)
+        joint_hidden = hidden[:, entry_agent]  # (B, A)
+        act = action.to(f64) * (1 - joint_hidden) + self.action_mean.to(dev) * joint_hidden
+        mu = state.to(f64) @ A.T + act @ B.T  # (B, S) μ_R
+        m = (mu - self.state_mean.to(dev)) * self.scale.to(dev)
+        agent_cov = torch.einsum("bn,nij->bij", hidden, self.agent_cov.to(dev))
+        P = self.noise_cov.to(dev) + agent_cov  # (B, S, S)
+        eye = torch.eye(P.shape[-1], dtype=f64, device=dev)
         v = torch.linalg.solve(P + sigma.to(f64)[:, None, None] ** 2 * eye, x.to(f64) - m)
         return (m + torch.einsum("bij,bj->bi", P, v)).to(x.dtype)
 
@@ -211,4 +213,5 @@ class LinearGaussianDenoiser:
             device=states.device,
             dtype=torch.float64,
         )
-        return (x / self.scale + self.state_mean).to(states.dtype)
+        scale, mean = self.scale.to(x.device), self.state_mean.to(x.device)
+        return (x / scale + mean).to(states.dtype)

@@ -322,16 +322,17 @@ class RevealSchedule:
                 f"order: expected {n} agents (a permutation) or {num_steps} entries (one per "
                 f"step), received {len(order)}"
             )
-        # a permutation: its agents join one by one, c_i of them revealed at step i
-        if isinstance(order, str) and order == "random" and per_sample:
-            if batch_size is None:
-                raise ValueError("batch_size: required with order='random', per_sample=True")
-            keys = torch.rand(batch_size, n, generator=generator, device=device)
-            perm = keys.argsort(dim=-1)  # (B, n)
-        else:
-            perm = agent_schedule(
-                order, n, n, agent_names=agent_names, generator=generator, device=device
-            )
+        # a permutation (or one per sample): its agents join one by one, c_i revealed at step i
+        perm = agent_schedule(
+            order,
+            n,
+            n,
+            batch_size=batch_size,
+            per_sample=per_sample,
+            agent_names=agent_names,
+            generator=generator,
+            device=device,
+        )
         rank = perm.argsort(dim=-1)  # (..., n) position of every agent in the order
         counts = torch.tensor(self.revealed_counts(n, sigmas), device=device)  # (N,)
         return rank[..., None, :] < counts[:, None]  # (..., N, n)
