@@ -7,7 +7,7 @@ Printed: a Markdown table of every run's final return and wall time and, for eac
 count, each group's mean, interquartile mean (IQM: the mean of the middle 50% of seeds, as rliable
 computes it with ``scipy.stats.trim_mean(x, 0.25)``) and a 95% percentile-bootstrap confidence
 interval of the IQM over seeds (``--bootstrap`` resamples). The return "at" a step count is the
-run's last evaluation at or before it.
+run's last evaluation at or before it (runs that stopped earlier are left out).
 
     python benchmarks/plot_curves.py --out docs/img/curves.png \\
         --run "DIMA+MAPPO=runs/dima/s0" --run "DIMA+MAPPO=runs/dima/s1" \\
@@ -78,9 +78,12 @@ def bootstrap_ci(
 
 
 def value_at(steps: np.ndarray, returns: np.ndarray, at: float) -> float:
-    """The last evaluation at or before ``at`` env steps (NaN if none)."""
+    """The last evaluation at or before ``at`` env steps (NaN if none, or if the run stopped
+    before ``at``)."""
     ok = steps <= at
-    return float(returns[ok][-1]) if ok.any() else float("nan")
+    if not ok.any() or steps[-1] < at:
+        return float("nan")
+    return float(returns[ok][-1])
 
 
 def _none_if_nan(x: float) -> float | None:
