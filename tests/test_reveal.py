@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import pickle
 
 import pytest
 import torch
@@ -385,3 +388,30 @@ def test_action_effects_are_exact_for_cumulative_and_joint_optima_and_not_for_th
     for e in seq.values():
         assert e.ratio < 0.95
     assert seq[0].cosine < 0.97
+
+
+# ------------------------------------------------------------- stored configs
+def _pickled_without(obj: object, *fields: str) -> bytes:
+    """``obj`` pickled as an older dimalib would have written it (without ``fields``)."""
+    old = copy.copy(obj)
+    for name in fields:
+        object.__delattr__(old, name)
+    return pickle.dumps(old)
+
+
+def test_configs_saved_before_reveal_schedules_keep_the_papers_scheme() -> None:
+    from dimalib.imagination import ImaginationConfig
+    from dimalib.training.config import trainer_config
+
+    legacy = pickle.loads(_pickled_without(SamplerConfig(order="ascending"), "reveal"))
+    assert legacy.reveal == RevealSchedule("sequential") and legacy.order == "ascending"
+    cfg = trainer_config("cpu")
+    sampler = pickle.loads(_pickled_without(cfg.world_model.dynamics.sampler, "reveal"))
+    dynamics = dataclasses.replace(cfg.world_model.dynamics, sampler=sampler)
+    old = cfg.replace(world_model=dataclasses.replace(cfg.world_model, dynamics=dynamics))
+    restored = pickle.loads(_pickled_without(old, "fidelity_windows"))
+    assert restored.fidelity_windows == 64
+    assert restored.world_model.dynamics.sampler.reveal.kind == "sequential"
+    assert restored.world_model.dynamics.channels == cfg.world_model.dynamics.channels
+    imag = pickle.loads(_pickled_without(ImaginationConfig(num_envs=7), "disagreement_penalty"))
+    assert imag.disagreement_penalty == 0.0 and imag.num_envs == 7

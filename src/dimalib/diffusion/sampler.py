@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from dimalib.diffusion.reveal import Order, RevealSchedule, agent_schedule
+from dimalib.utils.io import restore_fields
 
 __all__ = [
     "DenoiseFn",
@@ -105,6 +106,10 @@ class SamplerConfig:
             raise ValueError(
                 f"reveal: expected a RevealSchedule, received {type(self.reveal).__name__}"
             )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a config saved before reveal schedules existed sampled one agent per step (eq. 9)
+        restore_fields(self, state, {"reveal": RevealSchedule("sequential")})
 
 
 class EulerSampler:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -46,6 +46,7 @@ from dimalib.data.buffer import ReplayBuffer
 from dimalib.diffusion.sampler import Order
 from dimalib.models.reward_termination import KVCache
 from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.utils.io import restore_fields
 from dimalib.world_model import DIMAWorldModel
 
 __all__ = ["ImaginationConfig", "ImaginationEnv", "ImaginedStep", "StartContext"]
@@ -87,6 +88,9 @@ class ImaginationConfig:
         p = self.disagreement_penalty
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 0:
             raise ValueError(f"disagreement_penalty: expected a number >= 0, received {p!r}")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_fields(self, state)  # configs saved before newer fields take their defaults
 
 
 class ImaginedStep(NamedTuple):

@@ -46,6 +46,7 @@ from dimalib.imagination.env import ImaginationConfig
 from dimalib.models.reward_termination import RewardTerminationConfig
 from dimalib.models.state_decoder import StateDecoderConfig
 from dimalib.training.world_model_trainer import WorldModelTrainingConfig
+from dimalib.utils.io import restore_fields
 from dimalib.world_model import WorldModelConfig
 
 __all__ = [
@@ -189,6 +190,9 @@ class TrainerConfig:
                 f"imagination.horizon: expected at most the reward model's max_steps={max_steps}, "
                 f"received {self.imagination.horizon}"
             )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_fields(self, state)  # checkpoints saved before newer fields take their defaults
 
     @property
     def wm_updates_per_epoch(self) -> int:

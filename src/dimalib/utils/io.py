@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "load_versioned"]
+__all__ = ["atomic_save", "load_versioned", "restore_fields"]
 
 
 def atomic_save(
@@ -68,3 +68,27 @@ def load_versioned(
             f"{blob.get('dimalib_version')!r} in {str(path)!r}"
         )
     return blob
+
+
+def restore_fields(obj: Any, state: dict[str, Any], legacy: dict[str, Any] | None = None) -> None:
+    """``__setstate__`` of a frozen dataclass that may come from a file written before some of
+    its fields existed: every field the file lacks takes ``legacy[name]`` (the behaviour the old
+    version had) or else the field's default, then the file's values are applied as they are.
+    """
+    import dataclasses
+
+    legacy = legacy or {}
+    for f in dataclasses.fields(obj):
+        if f.name in state:
+            continue
+        if f.name in legacy:
+            value = legacy[f.name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            raise ValueError(f"state: a stored {type(obj).__name__} lacks the field {f.name!r}")
+        object.__setattr__(obj, f.name, value)
+    for name, value in state.items():
+        object.__setattr__(obj, name, value)
