@@ -69,6 +69,7 @@ from dimalib.evaluation import (
 )
 from dimalib.models import EnsembleConfig, ProbabilisticEnsemble
 from dimalib.spec import MultiAgentSpec
+from dimalib.training.config import trainer_config
 
 logger = logging.getLogger("wm_accuracy")
 
@@ -79,6 +80,8 @@ CONTEXT = 3  # App. G.1: L = 3
 PRESETS: dict[str, tuple[DenoiserConfig, EnsembleConfig]] = {
     # Table 3 denoiser; MBPO's ensemble
     "paper": (DenoiserConfig(), EnsembleConfig()),
+    # the trainer's cpu preset denoiser (dimalib.training.config, 'cpu')
+    "cpu": (trainer_config("cpu").world_model.dynamics, EnsembleConfig()),
     # for tests and smoke runs
     "tiny": (
         DenoiserConfig(channels=(16, 16), depths=(1, 1), cond_dim=32, action_token_dim=16),

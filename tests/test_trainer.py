@@ -151,7 +151,7 @@ def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path:
                if "eval/return_mean" in r)  # fmt: skip
     for key in ("wm/decoder/loss", "wm/dynamics/loss", "wm/reward/loss", "policy/critic_loss"):
         assert math.isfinite(history[-1][key]), key
-    # imagined reward per step beside the real one, and the action-effect diagnostics (exact
+    # imagined reward per step beside the real one, and the world-model diagnostics (exact
     # toy dynamics) at every evaluation once the world model trains
     assert math.isfinite(history[-1]["policy/imagined_reward_mean"])
     agents = ("agent_0", "agent_1", "agent_2")
@@ -161,6 +161,8 @@ def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path:
         if all(has):
             assert all(math.isfinite(row[f"fidelity/ratio_{a}"]) for a in agents)
             assert all(-1 <= row[f"fidelity/cosine_{a}"] <= 1 for a in agents)
+            gap = row["bias/imagined_return"] - row["bias/real_return"]
+            assert math.isfinite(gap) and row["bias/gap"] == pytest.approx(gap)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [r["env_steps"] for r in rows] == [str(40 * k) for k in range(1, 8)]
     assert rows[0]["wm/dynamics/loss"] == "" and float(rows[-1]["wm/dynamics/loss"]) > 0

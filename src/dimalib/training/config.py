@@ -116,12 +116,14 @@ class TrainerConfig:
             whenever the env-step counter crosses a multiple of this (§5.1: "fixed intervals of
             environment steps"; the interval is not given, dimalib's choice: 10k of a 1M budget).
         eval_episodes: episodes per evaluation (§5.1: 10).
-        fidelity_windows: at every evaluation, measure on this many replay windows how the
-            dynamics model's next state answers each agent's action against the true change
-            (:func:`dimalib.evaluation.action_effects`: the real MuJoCo simulator for MAMuJoCo,
-            the exact dynamics for ``"toy"``; other envs skip it), logged as
-            ``fidelity/ratio_<agent>`` and ``fidelity/cosine_<agent>``. 0 turns it off.
-            A diagnostic, not in the paper; it does not change training.
+        fidelity_windows: at every evaluation, measure on this many replay windows and start
+            states how the dynamics model's next state answers each agent's action
+            (``fidelity/ratio_<agent>``, ``fidelity/cosine_<agent>``) and how the deterministic
+            actor's imagined ``H``-step return compares with its real one from the same starts
+            (``bias/imagined_return``, ``bias/real_return``, ``bias/gap``), against the real
+            MuJoCo simulator (MAMuJoCo) or the exact dynamics (``"toy"``); other envs skip it
+            (:mod:`dimalib.training.diagnostics`). 0 turns it off. A diagnostic, not in the
+            paper; it does not change training.
     """
 
     # Algorithm 1 schedule

@@ -65,10 +65,10 @@ from dimalib.envs.bidexhands import BiDexHandsVecEnv, make_bidexhands
 from dimalib.envs.mamujoco import parse_mamujoco_name
 from dimalib.envs.toy import CoupledPointMasses
 from dimalib.envs.vector import BatchedMultiAgentEnv
-from dimalib.evaluation import action_effects
 from dimalib.imagination.env import ImaginationEnv
 from dimalib.spec import MultiAgentSpec
 from dimalib.training.config import TrainerConfig, trainer_config
+from dimalib.training.diagnostics import true_dynamics, world_model_diagnostics
 from dimalib.training.world_model_trainer import WorldModelTrainer
 from dimalib.utils.io import atomic_save, load_versioned
 from dimalib.world_model import DIMAWorldModel
@@ -473,7 +473,7 @@ class Trainer:
         self.total_time = 0.0  # wall seconds of completed epochs, over all sessions
         self.history: list[dict[str, float]] = []
         self._metrics: MetricsLogger | None = None
-        self._true_step: Any = None  # built on first use by _true_next_state
+        self._true_dynamics: Any = None  # built on first use by world_model_fidelity
         self._session_start = time.perf_counter()
         self._session_steps = 0
         logger.info(
@@ -572,44 +572,29 @@ class Trainer:
             seed=_derive_seed(self.seed, "eval", self.env_steps),
         )
 
-    def _true_next_state(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-        """The env's true transition from a global state, where one is available."""
-        if self._true_step is None:
-            if self.env_name == TOY_ENV:
-                toy = _toy_env(self.config.max_episode_steps)
-                self._true_step = lambda s, a: toy.batched_step(s, a)[0]
-            elif parse_mamujoco_name(self.env_name) is not None:
-                from dimalib.envs.mamujoco_dynamics import MuJoCoStepper
-
-                self._true_step = MuJoCoStepper(self.env_name)
-            else:
-                self._true_step = False
-        return self._true_step or None
-
     def world_model_fidelity(self) -> dict[str, float]:
-        """How the dynamics model's next state answers each agent's action
-        (``fidelity/ratio_<agent>``, ``fidelity/cosine_<agent>``; see
-        ``TrainerConfig.fidelity_windows``), on replay windows drawn with a generator of their
-        own (training is unaffected). Empty when off, before world-model training, or when the
-        env has no true transition to compare with."""
+        """Action effects and model bias of the world model against the true env
+        (:func:`~dimalib.training.diagnostics.world_model_diagnostics`; see
+        ``TrainerConfig.fidelity_windows``). Empty when off, before world-model training, or
+        when the env has no true dynamics to compare with. Training is unaffected."""
         n = self.config.fidelity_windows
-        true_step = self._true_next_state() if n > 0 and self.wm_epochs > 0 else None
-        if true_step is None:
+        if n == 0 or self.wm_epochs == 0:
             return {}
-        g = torch.Generator().manual_seed(_derive_seed(self.seed, "fidelity", self.env_steps))
-        dyn = self.world_model.dynamics
-        win = self.buffer.sample_dynamics(n, context=dyn.context, generator=g)
-        std = self.world_model.dynamics.normalizer.std.to(win["states"].dtype)
-        effects = action_effects(
-            dyn, win["states"], win["actions"], true_step, mask=win["mask"], scale=std,
-            seed=_derive_seed(self.seed, "fidelity-noise", self.env_steps),
-        )  # fmt: skip
-        row: dict[str, float] = {}
-        for e in effects:
-            name = self.spec.agent_names[e.agent]
-            row[f"fidelity/ratio_{name}"] = e.ratio
-            row[f"fidelity/cosine_{name}"] = e.cosine
-        return row
+        if self._true_dynamics is None:
+            toy = functools.partial(_toy_env, self.config.max_episode_steps)
+            self._true_dynamics = true_dynamics(self.env_name, toy) or False
+        if self._true_dynamics is False:
+            return {}
+        self.mappo.actor.eval()
+        return world_model_diagnostics(
+            self.world_model,
+            self.buffer,
+            lambda obs: self.mappo.act(obs, deterministic=True),
+            self._true_dynamics,
+            windows=n,
+            imagination=self.config.imagination,
+            seed=_derive_seed(self.seed, "fidelity", self.env_steps),
+        )
 
     # ------------------------------------------------------------------ the loop
     def run_epoch(self, *, force_eval: bool = False) -> dict[str, float]:
@@ -841,8 +826,8 @@ class Trainer:
         for venv in (self.venv, self.eval_venv):
             with contextlib.suppress(Exception):
                 venv.close()
-        if hasattr(self._true_step, "close"):
-            self._true_step.close()
+        if hasattr(self._true_dynamics, "close"):
+            self._true_dynamics.close()
         if self._metrics is not None:
             self._metrics.close()
 

@@ -1,0 +1,142 @@
+"""World-model diagnostics during a run: action effects and model bias against the true env.
+
+Two questions decide whether a policy learned in imagination transfers (learning-evidence issue):
+
+* **Does the model answer the actions?** :func:`~dimalib.evaluation.action_effects` per agent:
+  how far and in which direction the predicted next state moves when that agent's action changes,
+  against the true change from the same state (``fidelity/ratio_<agent>``,
+  ``fidelity/cosine_<agent>``).
+* **Is the imagined return the real one?** From the same replay start states, the deterministic
+  actor is rolled out for the imagination horizon both in the world model (an
+  :class:`~dimalib.imagination.ImaginationEnv` over those starts) and in the true env, and the
+  two ``H``-step returns are compared (``bias/imagined_return``, ``bias/real_return``,
+  ``bias/gap`` = imagined − real, means over the starts). A gap that grows positive while the real
+  evaluation falls is the signature of model exploitation.
+
+The true env is the real MuJoCo simulator for MAMuJoCo tasks
+(:class:`~dimalib.envs.mamujoco_dynamics.MuJoCoStepper`) and the exact dynamics for the analytic
+``toy`` env; other envs (Bi-DexHands, its MuJoCo rebuilds) have none and skip the diagnostics.
+Everything draws from generators of its own, so training is unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from dimalib.data.buffer import ReplayBuffer
+from dimalib.envs.mamujoco import parse_mamujoco_name
+from dimalib.envs.toy import CoupledPointMasses
+from dimalib.evaluation import action_effects
+from dimalib.imagination.env import ImaginationConfig, ImaginationEnv
+from dimalib.world_model import DIMAWorldModel
+
+__all__ = ["ExactToyDynamics", "TrueDynamics", "true_dynamics", "world_model_diagnostics"]
+
+Policy = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrueDynamics(Protocol):
+    """The true env stepped from global states."""
+
+    def __call__(self, states: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:
+        """``[B, S]``, ``[B, A]`` → the true next states ``[B, S]``."""
+        ...
+
+    def rollout(
+        self, states: torch.Tensor, policy: Policy, horizon: int
+    ) -> dict[str, torch.Tensor]:
+        """``rewards [H, K]`` (0 after termination) and ``terminated [H, K]`` from ``states``."""
+        ...
+
+
+class ExactToyDynamics:
+    """:class:`TrueDynamics` of :class:`~dimalib.envs.toy.CoupledPointMasses` (batched, exact)."""
+
+    def __init__(self, env: CoupledPointMasses) -> None:
+        self.env = env
+
+    def __call__(self, states: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:
+        return self.env.batched_step(states, joint_action)[0]
+
+    def rollout(
+        self, states: torch.Tensor, policy: Policy, horizon: int
+    ) -> dict[str, torch.Tensor]:
+        s = states
+        done = torch.zeros(s.shape[0], dtype=torch.bool, device=s.device)
+        rewards, terms = [], []
+        for _ in range(horizon):
+            s, r, term = self.env.batched_step(s, policy(self.env.observe(s)))
+            rewards.append(torch.where(done, torch.zeros_like(r), r))
+            done = done | term
+            terms.append(done)
+        return {"rewards": torch.stack(rewards), "terminated": torch.stack(terms)}
+
+
+def true_dynamics(env_name: str, toy: Callable[[], CoupledPointMasses]) -> TrueDynamics | None:
+    """The true dynamics of a trainer env name (``toy`` builds the toy env), or ``None``."""
+    if env_name == "toy":
+        return ExactToyDynamics(toy())
+    if parse_mamujoco_name(env_name) is not None:
+        from dimalib.envs.mamujoco_dynamics import MuJoCoStepper
+
+        return MuJoCoStepper(env_name)
+    return None
+
+
+@torch.no_grad()
+def world_model_diagnostics(
+    world_model: DIMAWorldModel,
+    buffer: ReplayBuffer,
+    policy: Policy,
+    true: TrueDynamics,
+    *,
+    windows: int,
+    imagination: ImaginationConfig,
+    seed: int,
+) -> dict[str, float]:
+    """Action effects and model bias on ``windows`` replay samples (see the module docstring).
+
+    Args:
+        world_model: the model being trained (left in eval mode).
+        buffer: replay data (start states and windows are drawn from it).
+        policy: the deterministic actor, ``obs [K, O] -> joint action [K, A]``.
+        true: the true env.
+        windows: how many windows and start states.
+        imagination: the run's imagination settings (horizon, order, rules); ``num_envs`` is
+            replaced by ``windows``.
+        seed: seeds every draw (windows, start states, sampler noise, perturbations).
+
+    Returns:
+        ``fidelity/ratio_<agent>``, ``fidelity/cosine_<agent>``, ``bias/imagined_return``,
+        ``bias/real_return`` and ``bias/gap``.
+    """
+    spec, dyn = world_model.spec, world_model.dynamics
+    g = torch.Generator().manual_seed(seed)
+    win = buffer.sample_dynamics(windows, context=dyn.context, generator=g)
+    std = dyn.normalizer.std.to(win["states"].dtype)
+    effects = action_effects(
+        dyn, win["states"], win["actions"], true, mask=win["mask"], scale=std, seed=seed + 1
+    )
+    row: dict[str, float] = {}
+    for e in effects:
+        row[f"fidelity/ratio_{spec.agent_names[e.agent]}"] = e.ratio
+        row[f"fidelity/cosine_{spec.agent_names[e.agent]}"] = e.cosine
+
+    starts = buffer.sample_start_contexts(windows, context=dyn.context, generator=g)
+    config = dataclasses.replace(imagination, num_envs=windows)
+    env = ImaginationEnv(world_model, starts, config, seed=seed + 2)
+    obs, _ = env.reset()
+    imagined = torch.zeros(windows)
+    for _ in range(config.horizon):
+        step = env.step(policy(obs))
+        imagined += step.reward.cpu()
+        obs = step.obs
+    real = true.rollout(starts["states"][:, -1], policy, config.horizon)["rewards"].sum(0).cpu()
+    row["bias/imagined_return"] = float(imagined.mean())
+    row["bias/real_return"] = float(real.mean())
+    row["bias/gap"] = float((imagined - real).mean())
+    return row
