@@ -161,6 +161,7 @@ def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path:
         if all(has):
             assert all(math.isfinite(row[f"fidelity/ratio_{a}"]) for a in agents)
             assert all(-1 <= row[f"fidelity/cosine_{a}"] <= 1 for a in agents)
+            assert math.isfinite(row["bias/reward_model_return"])
             gap = row["bias/imagined_return"] - row["bias/real_return"]
             assert math.isfinite(gap) and row["bias/gap"] == pytest.approx(gap)
     rows = read_csv(tmp_path / "metrics.csv")

@@ -126,16 +126,18 @@ class MuJoCoStepper:
         from ``states [K, S]`` for ``horizon`` steps, each start on its own.
 
         Returns:
-            ``rewards [H, K]`` (0 after a termination), ``terminated [H, K]`` (sticky) and
-            ``states [H + 1, K, S]``, as tensors on ``states``' device and dtype.
+            ``rewards [H, K]`` (0 after a termination), ``terminated [H, K]`` (sticky),
+            ``states [H + 1, K, S]`` and ``actions [H, K, A]``, as tensors on ``states``' device
+            and dtype.
         """
         cur = states.detach().cpu().double().numpy().copy()
         K = cur.shape[0]
         done = np.zeros(K, dtype=bool)
-        rewards, terms, visited = [], [], [cur.copy()]
+        rewards, terms, visited, taken = [], [], [cur.copy()], []
         for _ in range(horizon):
             obs = torch.as_tensor(np.stack([self.observe(s) for s in cur]), dtype=states.dtype)
             act = policy(obs.to(states.device)).detach().cpu().double().numpy()
+            taken.append(act)
             r = np.zeros(K)
             for k in range(K):
                 if done[k]:
@@ -150,6 +152,7 @@ class MuJoCoStepper:
             "rewards": torch.as_tensor(np.stack(rewards), dtype=dtype, device=device),
             "terminated": torch.as_tensor(np.stack(terms), device=device),
             "states": torch.as_tensor(np.stack(visited), dtype=dtype, device=device),
+            "actions": torch.as_tensor(np.stack(taken), dtype=dtype, device=device),
         }
 
     def __call__(self, states: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:

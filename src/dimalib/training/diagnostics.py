@@ -11,7 +11,10 @@ Two questions decide whether a policy learned in imagination transfers (learning
   :class:`~dimalib.imagination.ImaginationEnv` over those starts) and in the true env, and the
   two ``H``-step returns are compared (``bias/imagined_return``, ``bias/real_return``,
   ``bias/gap`` = imagined − real, means over the starts). A gap that grows positive while the real
-  evaluation falls is the signature of model exploitation.
+  evaluation falls is the signature of model exploitation. ``bias/reward_model_return`` is the
+  reward model's return along the *real* trajectory (its own KV cache fed the real states and
+  actions): close to the real return, the gap comes from the imagined dynamics; close to the
+  imagined one, from the reward model.
 
 The true env is the real MuJoCo simulator for MAMuJoCo tasks
 (:class:`~dimalib.envs.mamujoco_dynamics.MuJoCoStepper`) and the exact dynamics for the analytic
@@ -67,13 +70,21 @@ class ExactToyDynamics:
     ) -> dict[str, torch.Tensor]:
         s = states
         done = torch.zeros(s.shape[0], dtype=torch.bool, device=s.device)
-        rewards, terms = [], []
+        rewards, terms, visited, taken = [], [], [s], []
         for _ in range(horizon):
-            s, r, term = self.env.batched_step(s, policy(self.env.observe(s)))
+            a = policy(self.env.observe(s))
+            s, r, term = self.env.batched_step(s, a)
             rewards.append(torch.where(done, torch.zeros_like(r), r))
             done = done | term
             terms.append(done)
-        return {"rewards": torch.stack(rewards), "terminated": torch.stack(terms)}
+            visited.append(s)
+            taken.append(a)
+        return {
+            "rewards": torch.stack(rewards),
+            "terminated": torch.stack(terms),
+            "states": torch.stack(visited),
+            "actions": torch.stack(taken),
+        }
 
 
 def true_dynamics(env_name: str, toy: Callable[[], CoupledPointMasses]) -> TrueDynamics | None:
@@ -112,7 +123,7 @@ def world_model_diagnostics(
 
     Returns:
         ``fidelity/ratio_<agent>``, ``fidelity/cosine_<agent>``, ``bias/imagined_return``,
-        ``bias/real_return`` and ``bias/gap``.
+        ``bias/real_return``, ``bias/reward_model_return`` and ``bias/gap``.
     """
     spec, dyn = world_model.spec, world_model.dynamics
     g = torch.Generator().manual_seed(seed)
@@ -135,8 +146,15 @@ def world_model_diagnostics(
         step = env.step(policy(obs))
         imagined += step.reward.cpu()
         obs = step.obs
-    real = true.rollout(starts["states"][:, -1], policy, config.horizon)["rewards"].sum(0).cpu()
+    out = true.rollout(starts["states"][:, -1], policy, config.horizon)
+    real = out["rewards"].sum(0).cpu()
+    # the reward model along the real trajectory (stopping where the real rollout terminated)
+    states = world_model.normalize_state(out["states"][:-1].transpose(0, 1).float())  # (K, H, S)
+    predicted, _ = world_model.reward_model.predict(states, out["actions"].transpose(0, 1).float())
+    alive = torch.cat([torch.ones_like(out["terminated"][:1]), ~out["terminated"][:-1]])  # (H, K)
+    teacher = (predicted.transpose(0, 1) * alive).sum(0).cpu()
     row["bias/imagined_return"] = float(imagined.mean())
     row["bias/real_return"] = float(real.mean())
+    row["bias/reward_model_return"] = float(teacher.mean())
     row["bias/gap"] = float((imagined - real).mean())
     return row
