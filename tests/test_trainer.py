@@ -109,8 +109,10 @@ def test_cpu_preset_keeps_the_schedule_and_shrinks_the_epoch() -> None:
     assert dataclasses.replace(swapped, world_model=cpu.world_model) == cpu
     assert cpu.wm_updates_per_epoch < paper.wm_updates_per_epoch
     assert cpu.imagination.num_envs < paper.imagination.num_envs
-    for lr in ("decoder_lr", "dynamics_lr", "reward_lr"):
+    for lr in ("decoder_lr", "reward_lr"):
         assert getattr(cpu.wm_training, lr) == getattr(paper.wm_training, lr)
+    # the small denoiser learns the actions' effects in time only at a higher rate (docs)
+    assert (paper.wm_training.dynamics_lr, cpu.wm_training.dynamics_lr) == (1e-4, 3e-3)
     from dimalib.envs.toy import CoupledPointMasses
     from dimalib.world_model import DIMAWorldModel
 
