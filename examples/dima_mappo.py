@@ -15,8 +15,10 @@ Ctrl-C: the current epoch is finished, a checkpoint is saved, and the script exi
 130 (press Ctrl-C again to stop at once without saving; the last checkpoint stays as it was).
 Resume with ``--resume OUT/checkpoint.pt``: the continuation is identical to an uninterrupted run.
 
-Exit status: 0 done, 1 runtime error (unreadable checkpoint, Bi-DexHands without Isaac Gym),
-2 usage error (unknown env, output folder already holding a run), 130 interrupted.
+Exit status: 0 done (or nothing to do: a resumed run already at ``--total-env-steps``), 1 runtime
+error (unreadable checkpoint, Bi-DexHands without Isaac Gym), 2 usage error (unknown env, a bad
+number, an unavailable ``--device``, output folder already holding a run), 130 interrupted. Usage
+errors are reported before anything is built or written.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from dimalib.training.config import (
     with_reveal,
 )
 from dimalib.training.trainer import TOY_ENV, Trainer
+from dimalib.training.world_model_trainer import NonFiniteTrainingError
+from dimalib.utils.checks import check_device
 
 ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
 PAPER_BUDGET = {"mamujoco": 1_000_000, "bidexhands": 300_000}  # §5.1: real env steps per run
@@ -234,6 +238,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a bad command line before anything is built or written (:class:`UsageError`)."""
+    if args.total_env_steps is not None and args.total_env_steps < 1:
+        raise UsageError(
+            f"--total-env-steps: expected a positive integer, received {args.total_env_steps}"
+        )
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads: expected a positive integer, received {args.threads}")
+    if args.checkpoint_every < 0:
+        raise UsageError(
+            f"--checkpoint-every: expected an integer >= 0 (0: only at the end and on Ctrl-C), "
+            f"received {args.checkpoint_every}"
+        )
+    if args.device is not None:
+        try:
+            check_device("--device", args.device)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out: expected a folder, received {args.out!r}, an existing file")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise UsageError(f"--resume: expected a checkpoint file, received {args.resume!r} "
+                         f"({'a folder' if Path(args.resume).is_dir() else 'no such file'})")  # fmt: skip
+
+
 def build_trainer(args: argparse.Namespace) -> tuple[Trainer, Path]:
     """The trainer (new or resumed) and the output folder; writes nothing."""
     tensorboard = not args.no_tensorboard
@@ -283,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        check_args(args)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         trainer, out = build_trainer(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -305,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
                 if trainer.env_name == TOY_ENV
                 else PAPER_BUDGET[env_family(trainer.env_name)]
             )
+        if trainer.env_steps >= total:  # a finished run: leave its files as they are
+            print(f"nothing to do: the checkpoint holds {trainer.env_steps:,} env steps, "
+                  f"--total-env-steps is {total:,}; pass a larger --total-env-steps to continue "
+                  "(no file was changed)", file=sys.stderr)  # fmt: skip
+            return 0
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
             {"env": trainer.env_name, "seed": trainer.seed, "device": str(trainer.device),
@@ -330,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stopped without saving; the last checkpoint ({ckpt}) is unchanged",
                       file=sys.stderr)  # fmt: skip
                 return EXIT_INTERRUPTED
+            except NonFiniteTrainingError as exc:
+                progress.close()
+                print(f"error: {exc}; stopped without saving, the last checkpoint ({ckpt}) is "
+                      "unchanged", file=sys.stderr)  # fmt: skip
+                return EXIT_RUNTIME
             trainer.save_checkpoint(ckpt)
         progress.close()
         minutes = (time.perf_counter() - start) / 60

@@ -37,6 +37,7 @@ from dimalib.training.trainer import (
     evaluate_policy,
     make_vector_env,
 )
+from dimalib.utils.checks import check_device
 from dimalib.utils.io import atomic_save
 
 ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
@@ -93,7 +94,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown env {args.env!r}; expected one of: {', '.join(ENV_NAMES)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    if args.threads:
+    problems = [
+        f"--{name.replace('_', '-')}: expected a positive integer, received {value}"
+        for name, value in vars(args).items()
+        if name in ("total_env_steps", "num_envs", "rollout_steps", "eval_every", "eval_episodes",
+                    "threads", "max_episode_steps")
+        and value is not None and value < 1
+    ]  # fmt: skip
+    try:
+        check_device("--device", args.device)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if args.seed < 0:
+        problems.append(f"--seed: expected a non-negative integer, received {args.seed}")
+    if problems:
+        print(f"error: {problems[0]}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:

@@ -217,10 +217,16 @@ def test_bad_actions_and_missing_context() -> None:
         ValueError, match=r"joint_action: expected shape \(2, 5\), received \(3, 5\)"
     ):
         env.step(torch.zeros(3, 5))
-    # default: NaN detected on the device, reported when the rollout ends
+    # default: NaN detected on the device, reported with its step when the rollout ends
     env.step(torch.full((2, 5), float("nan")))
-    with pytest.raises(ValueError, match="joint_action: expected finite values"):
+    with pytest.raises(ValueError, match=r"joint_action: expected finite values.* at step 0"):
         env.step(torch.zeros(2, 5))
+    env.reset(_context(2))
+    env.step(torch.zeros(2, 5))
+    later = torch.zeros(2, 5)
+    later[1, 3] = float("inf")
+    with pytest.raises(ValueError, match="at step 1 of this rollout"):
+        env.step(later)
 
     strict = ImaginationEnv(
         wm,

@@ -67,7 +67,7 @@ def test_truncated_files_are_detected(tmp_path: Path, cut: float) -> None:
 def test_appended_bytes_are_detected(tmp_path: Path) -> None:
     path, original = _saved(tmp_path)
     path.write_bytes(original + b"\x00")
-    with pytest.raises(ValueError, match="expected .* payload bytes"):
+    with pytest.raises(ValueError, match=r"expected .* payload bytes"):
         load_versioned(path, kind="thing", version=3)
 
 

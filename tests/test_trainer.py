@@ -133,6 +133,17 @@ def test_config_validation_messages() -> None:
         check_env_name("Nope-1x1")
 
 
+def test_bad_order_fails_when_the_trainer_is_made_not_at_the_first_policy_epoch(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"order: expected one of \['descending'"):
+        ImaginationConfig(order="desc")  # type: ignore[arg-type]
+    bad = tiny_config(imagination=ImaginationConfig(num_envs=4, horizon=5, order=(5, 0, 1)))
+    with pytest.raises(ValueError, match=r"imagination\.order .*unknown agent 5"):
+        Trainer("toy", bad, seed=0, log_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 # --------------------------------------------------------------------------- end to end
 def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path: Path) -> None:
     cfg = tiny_config()
@@ -292,6 +303,57 @@ def test_cli_unknown_env_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def _cli_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("dima_mappo_cli", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--total-env-steps", "0"], "--total-env-steps: expected a positive integer, received 0"),
+        (["--total-env-steps", "-5"], "--total-env-steps: expected a positive integer"),
+        (["--threads", "0"], "--threads: expected a positive integer, received 0"),
+        (["--threads", "-1"], "--threads: expected a positive integer, received -1"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every: expected an integer >= 0"),
+        (["--device", "gpu0"], "--device: expected a torch device such as 'cpu'"),
+        (["--seed", "-1"], "--seed: expected a non-negative integer"),
+        (["--resume", "no-such.pt"], "--resume: expected a checkpoint file"),
+    ],
+)
+def test_cli_bad_arguments_are_usage_errors_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    cli = _cli_module()
+    out = tmp_path / "run"
+    argv = ["--env", "toy", "--out", str(out), *args]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_unavailable_device_and_a_file_as_out_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = _cli_module()
+    if not torch.cuda.is_available():
+        assert cli.main(["--env", "toy", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
+    else:
+        assert cli.main(["--env", "toy", "--device", "cuda:99", "--out", str(tmp_path / "r")]) == 2
+        assert "expected a CUDA index below" in capsys.readouterr().err
+    file = tmp_path / "a-file"
+    file.write_text("keep me")
+    assert cli.main(["--env", "toy", "--out", str(file)]) == 2
+    assert "--out: expected a folder" in capsys.readouterr().err
+    assert file.read_text() == "keep me"
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("isaacgym") is not None, reason="isaacgym present")
 def test_cli_bidexhands_without_isaacgym_explains_and_fails(tmp_path: Path) -> None:
     res = run_cli("--env", "ShadowHandPen", "--out", str(tmp_path / "run"))
@@ -378,6 +440,12 @@ def test_cli_tiny_toy_run_writes_metrics_config_and_checkpoint(tmp_path: Path) -
         assert trainer.world_model.dynamics.reveal == RevealSchedule("sequential")
     saved = (out / "config.json").read_text()
     assert '"kind": "sequential"' in saved
+    # resuming a finished run with a target it already reached changes no file
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    again = run_cli("--resume", str(out / "checkpoint.pt"), "--total-env-steps", "400")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do: the checkpoint holds 400 env steps" in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_model_free_mappo_baseline_runs(tmp_path: Path) -> None:

@@ -92,3 +92,70 @@ def test_trainer_uses_table4_optimisers_and_reduces_every_loss() -> None:
     trainer.load_state_dict(state)
     with pytest.raises(ValueError, match="buffer: expected stored transitions"):
         trainer.train_epoch(ReplayBuffer(env.spec, capacity=10))
+
+
+def _nan_at(wm: DIMAWorldModel, bad_steps: set[int]) -> None:
+    """Make the dynamics loss NaN at the given update indices (counted from 0)."""
+    original, calls = wm.dynamics_loss, [0]
+
+    def loss(batch):  # type: ignore[no-untyped-def]
+        value, info = original(batch)
+        step, calls[0] = calls[0], calls[0] + 1
+        return (value * float("nan") if step in bad_steps else value), info
+
+    wm.dynamics_loss = loss  # type: ignore[method-assign]
+
+
+def test_non_finite_updates_are_skipped_exactly_and_counted() -> None:
+    env, buf = _toy_buffer(steps=200)
+    cfg = WorldModelTrainingConfig(dynamics_batch=16, dynamics_lr=1e-3)
+
+    def make() -> tuple[DIMAWorldModel, WorldModelTrainer]:
+        torch.manual_seed(0)
+        wm = DIMAWorldModel(env.spec, TINY)
+        wm.update_normalizer(
+            buf.sample_state_obs(200, generator=torch.Generator().manual_seed(1))["state"]
+        )
+        return wm, WorldModelTrainer(wm, cfg, generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    wm_a, trainer_a = make()
+    _nan_at(wm_a, {1})
+    torch.manual_seed(7)
+    metrics = trainer_a.train_dynamics(buf, 3)
+    assert metrics["dynamics/skipped_updates"] == 1.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    # the same run by hand: update 0, draw (and discard) update 1's batch and noise, update 2
+    wm_b, trainer_b = make()
+    torch.manual_seed(7)
+    trainer_b.train_dynamics(buf, 1)
+    wm_b.dynamics_loss(buf.sample_dynamics(16, context=wm_b.context, generator=trainer_b.generator))
+    trainer_b.train_dynamics(buf, 1)
+    for (name, a), b in zip(wm_a.state_dict().items(), wm_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    opt_a, opt_b = trainer_a.optimizers["dynamics"], trainer_b.optimizers["dynamics"]
+    for pa, pb in zip(opt_a.state.values(), opt_b.state.values(), strict=True):
+        for key in pa:  # AdamW moments and the step count skip the NaN update
+            assert torch.equal(pa[key], pb[key]), key
+
+
+def test_a_phase_of_only_non_finite_updates_stops_training_and_changes_nothing() -> None:
+    from dimalib.training import NonFiniteTrainingError
+
+    env, buf = _toy_buffer(steps=200)
+    torch.manual_seed(0)
+    wm = DIMAWorldModel(env.spec, TINY)
+    trainer = WorldModelTrainer(wm, WorldModelTrainingConfig(dynamics_batch=16))
+    trainer.train_dynamics(buf, 1)
+    weights = {k: v.clone() for k, v in wm.dynamics.state_dict().items() if "normalizer" not in k}
+    moments = {
+        k: v.clone() for k, v in trainer.optimizers["dynamics"].state_dict()["state"][0].items()
+    }
+    _nan_at(wm, {0, 1, 2})
+    with pytest.raises(
+        NonFiniteTrainingError, match="dynamics: all 3 updates of this epoch had a non-finite"
+    ):
+        trainer.train_dynamics(buf, 3)
+    after = wm.dynamics.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in weights.items())
+    state = trainer.optimizers["dynamics"].state_dict()["state"][0]
+    assert all(torch.equal(state[k], v) for k, v in moments.items())

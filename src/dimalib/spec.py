@@ -13,6 +13,7 @@ Agents may have different observation and action sizes.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,17 @@ import torch
 from dimalib.utils.checks import check_tensor
 
 __all__ = ["MultiAgentSpec"]
+
+
+def _as_size(name: str, value: object, what: str = "a positive integer") -> int:
+    """A positive integer size; any integer type (``numpy.int64`` included) is accepted."""
+    try:
+        size = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        size = None
+    if size is None or isinstance(value, bool) or size < 1:
+        raise ValueError(f"{name}: expected {what}, received {value!r}")
+    return size
 
 
 def _as_float_tuple(name: str, value: float | Sequence[float], size: int) -> tuple[float, ...]:
@@ -60,6 +72,11 @@ class MultiAgentSpec:
     _pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.agent_names, str) or not isinstance(self.agent_names, Sequence):
+            raise ValueError(
+                f"agent_names: expected a sequence of names (e.g. a tuple of strings), received "
+                f"{type(self.agent_names).__name__} {self.agent_names!r}"
+            )
         names = tuple(self.agent_names)
         if len(names) == 0:
             raise ValueError("agent_names: expected at least one agent, received none")
@@ -69,16 +86,13 @@ class MultiAgentSpec:
             raise ValueError(f"agent_names: expected unique names, received {names!r}")
         n = len(names)
         for arg in ("obs_dims", "action_dims"):
-            dims = tuple(getattr(self, arg))
+            dims = tuple(_as_size(arg, d, "positive integers") for d in getattr(self, arg))
             if len(dims) != n:
                 raise ValueError(
                     f"{arg}: expected {n} values (one per agent), received {len(dims)}"
                 )
-            if any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims):
-                raise ValueError(f"{arg}: expected positive integers, received {dims!r}")
             object.__setattr__(self, arg, dims)
-        if not isinstance(self.state_dim, int) or self.state_dim < 1:
-            raise ValueError(f"state_dim: expected a positive integer, received {self.state_dim!r}")
+        object.__setattr__(self, "state_dim", _as_size("state_dim", self.state_dim))
         object.__setattr__(self, "agent_names", names)
         a = sum(self.action_dims)
         low = _as_float_tuple("action_low", self.action_low, a)

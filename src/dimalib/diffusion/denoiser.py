@@ -32,7 +32,7 @@ from dimalib.diffusion.reveal import Order, RevealSchedule
 from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
 from dimalib.diffusion.unet1d import FourierFeatures, UNet1D
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_keys, check_tensor
+from dimalib.utils.checks import check_keys, check_tensor
 
 __all__ = ["DenoiserConfig", "JointActionDenoiser", "SequentialAgentDenoiser"]
 
@@ -100,6 +100,15 @@ class _Denoiser(nn.Module):
         return self.normalizer.denormalize(x / self.edm.sigma_data)
 
     # ------------------------------------------------------------- checking
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype: floating inputs are converted to it (utils.checks)."""
+        return next(self.noise_embedding.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.noise_embedding.parameters()).device
+
     def _check(
         self,
         states: torch.Tensor,
@@ -108,18 +117,21 @@ class _Denoiser(nn.Module):
         *,
         n_actions: int,
         finite: bool = True,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validated ``(states, actions, mask)``, floats converted to the model's dtype."""
         L, S, A = self.config.context, self.spec.state_dim, self.spec.joint_action_dim
-        check_tensor("states", states, (None, L, S), floating=True)
+        dtype, device = self.dtype, self.device
+        states = check_tensor(
+            "states", states, (None, L, S), finite=finite, cast=dtype, device=device, nonempty=True
+        )
         B = states.shape[0]
-        check_tensor("actions", actions, (B, n_actions, A), floating=True)
+        actions = check_tensor(
+            "actions", actions, (B, n_actions, A), finite=finite, cast=dtype, device=device
+        )
         if mask is None:
             mask = torch.ones(B, L, dtype=torch.bool, device=states.device)
-        check_tensor("mask", mask, (B, L), dtype=torch.bool)
-        if finite:
-            check_finite("states", states)
-            check_finite("actions", actions)
-        return mask
+        check_tensor("mask", mask, (B, L), dtype=torch.bool, device=self.device)
+        return states, actions, mask
 
     # --------------------------------------------------------------- network
     def encode_actions(self, actions: torch.Tensor, mask: torch.Tensor) -> ActionContext:
@@ -202,14 +214,16 @@ class _Denoiser(nn.Module):
             (bool, the agents whose current action each sample saw).
         """
         check_keys("batch", batch, ("states", "actions", "next_state"))
-        states, actions = batch["states"], batch["actions"]
-        mask = self._check(states, actions, batch.get("mask"), n_actions=self.config.context)
+        states, actions, mask = self._check(
+            batch["states"], batch["actions"], batch.get("mask"), n_actions=self.config.context
+        )
         next_state = check_tensor(
             "next_state",
             batch["next_state"],
             (states.shape[0], self.spec.state_dim),
-            floating=True,
             finite=True,
+            cast=self.dtype,
+            device=self.device,
         )
         if self.training and self.config.update_normalizer:
             self.normalizer.update(next_state)
@@ -264,7 +278,9 @@ class _Denoiser(nn.Module):
             ``clone()`` it before using it in autograd).
         """
         if check_inputs:
-            mask = self._check(states, actions, mask, n_actions=self.config.context)
+            states, actions, mask = self._check(
+                states, actions, mask, n_actions=self.config.context
+            )
         elif mask is None:
             mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
         context = self.to_model_space(states)

@@ -58,10 +58,44 @@ from typing import Literal
 
 import torch
 
-__all__ = ["REVEAL_KINDS", "Order", "RevealKind", "RevealSchedule", "agent_schedule"]
+__all__ = [
+    "ORDER_NAMES",
+    "REVEAL_KINDS",
+    "Order",
+    "RevealKind",
+    "RevealSchedule",
+    "agent_schedule",
+    "check_order",
+]
 
 Order = Literal["descending", "ascending", "random"] | Sequence[int | str]
 """A conditioning order: a named order or an explicit sequence of agent indices or names."""
+
+
+ORDER_NAMES = ("descending", "ascending", "random")
+
+
+def check_order(order: object, argument: str = "order") -> None:
+    """Raise ``ValueError`` unless ``order`` has the form of an :data:`Order` (a known name, or a
+    non-empty sequence of agent indices or names). Which agents exist is checked when the order
+    meets a team (:func:`agent_schedule`)."""
+    if isinstance(order, str):
+        if order not in ORDER_NAMES:
+            raise ValueError(
+                f"{argument}: expected one of {list(ORDER_NAMES)} or a sequence of agents, "
+                f"received {order!r}"
+            )
+        return
+    if not isinstance(order, Sequence) or len(order) == 0:
+        raise ValueError(
+            f"{argument}: expected one of {list(ORDER_NAMES)} or a non-empty sequence of agent "
+            f"indices or names, received {order!r}"
+        )
+    for entry in order:
+        if isinstance(entry, bool) or not isinstance(entry, (int, str)):
+            raise ValueError(
+                f"{argument}: expected agent indices or names, received {entry!r} in {order!r}"
+            )
 
 
 def _resolve_agent(

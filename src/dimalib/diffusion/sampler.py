@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from dimalib.diffusion.reveal import Order, RevealSchedule, agent_schedule
+from dimalib.diffusion.reveal import Order, RevealSchedule, agent_schedule, check_order
 from dimalib.utils.io import restore_fields
 
 __all__ = [
@@ -102,6 +102,7 @@ class SamplerConfig:
             raise ValueError(f"solver: expected 'euler' or 'heun', received {self.solver!r}")
         if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps: expected >= 1 or None, received {self.num_steps}")
+        check_order(self.order)
         if not isinstance(self.reveal, RevealSchedule):
             raise ValueError(
                 f"reveal: expected a RevealSchedule, received {type(self.reveal).__name__}"

@@ -43,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion.sampler import Order
+from dimalib.diffusion.reveal import Order, check_order
 from dimalib.models.reward_termination import KVCache
 from dimalib.utils.checks import check_finite, check_tensor
 from dimalib.utils.io import restore_fields
@@ -70,6 +70,7 @@ class ImaginationConfig:
     def __post_init__(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, received {self.num_envs}")
+        check_order(self.order)
         if self.horizon < 1:
             raise ValueError(f"horizon: expected >= 1, received {self.horizon}")
         if not 0.0 < self.termination_threshold < 1.0:
@@ -227,9 +228,9 @@ class ImaginationEnv:
                 self._cache = wm.reward_model.init_cache(B, device=self.device)
             self._cache.reset()
             self._terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
-            self._bad_action = torch.zeros((), dtype=torch.bool, device=self.device)
+            # first step with a non-finite action (-1: none), kept on the device: no sync per step
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._t = 0
-        self._bad_step = -1
         return self._obs.clone(), self._states[:, -1].clone()
 
     def _check_context(
@@ -263,8 +264,11 @@ class ImaginationEnv:
             joint_action: the agents' actions concatenated in spec order.
             order: conditioning order for this step (default: the config's).
 
+        Floating actions of any precision are converted to float32; a tensor on another device
+        than :attr:`device` is refused (no hidden copies).
+
         Raises:
-            ValueError: wrong shape; out-of-bound actions with ``out_of_bounds="error"``;
+            ValueError: wrong shape, dtype or device; out-of-bound actions with ``out_of_bounds="error"``;
                 non-finite actions (at once with ``check_actions="step"``, else when the rollout
                 ends); ``step`` before ``reset`` or after the horizon.
         """
@@ -273,15 +277,17 @@ class ImaginationEnv:
         if self._t >= self.horizon:
             raise ValueError(f"step: the rollouts reached the horizon {self.horizon}; call reset()")
         B, A = self.num_envs, self.spec.joint_action_dim
-        check_tensor("joint_action", joint_action, (B, A), floating=True)
+        action = check_tensor(
+            "joint_action", joint_action, (B, A), cast=torch.float32, device=self.device
+        )
         cfg, wm = self.config, self.world_model
         with torch.inference_mode():
-            action = joint_action.to(self.device, torch.float32)
             if cfg.check_actions == "step":
                 check_finite("joint_action", action)
             else:  # remember on the device; reported when the rollout ends
                 bad = ~torch.isfinite(action).all()
-                self._bad_action |= bad
+                first = (self._bad_step < 0) & bad
+                self._bad_step = torch.where(first, self._t, self._bad_step)
             if cfg.out_of_bounds == "error":
                 outside = (action < self._low) | (action > self._high)
                 if bool(outside.any()):
@@ -331,10 +337,12 @@ class ImaginationEnv:
             self._obs = next_obs
         self._t += 1
         truncated = self._t >= self.horizon
-        if truncated and cfg.check_actions == "rollout" and bool(self._bad_action):
+        if truncated and cfg.check_actions == "rollout" and int(self._bad_step) >= 0:
             self._t = self.horizon
             raise ValueError(
-                "joint_action: expected finite values, received NaN or inf during this rollout"
+                f"joint_action: expected finite values, received NaN or inf at step "
+                f"{int(self._bad_step)} of this rollout (first occurrence; the rollout used 0 "
+                f"in their place)"
             )
         return ImaginedStep(
             obs=next_obs.clone(),

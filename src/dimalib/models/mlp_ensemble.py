@@ -36,7 +36,7 @@ from torch import nn
 
 from dimalib.data.normalizer import RunningNormalizer
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_keys, check_tensor
+from dimalib.utils.checks import check_keys, check_tensor
 
 __all__ = ["EnsembleConfig", "ProbabilisticEnsemble"]
 
@@ -141,17 +141,35 @@ class ProbabilisticEnsemble(nn.Module):
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
 
-    def _check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
+    def _check(
+        self, states: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated inputs, floats converted to the parameters' dtype (utils.checks policy)."""
         S, A = self.spec.state_dim, self.spec.joint_action_dim
-        check_tensor("states", states, (None, None, S), floating=True)
+        p = next(self.parameters())
+        states = check_tensor(
+            "states",
+            states,
+            (None, None, S),
+            finite=True,
+            cast=p.dtype,
+            device=p.device,
+            nonempty=True,
+        )
         if states.shape[1] < self.config.context:
             raise ValueError(
                 f"states: expected at least context={self.config.context} steps, received "
                 f"shape {tuple(states.shape)}"
             )
-        check_tensor("actions", actions, (states.shape[0], states.shape[1], A), floating=True)
-        check_finite("states", states)
-        check_finite("actions", actions)
+        actions = check_tensor(
+            "actions",
+            actions,
+            (states.shape[0], states.shape[1], A),
+            finite=True,
+            cast=p.dtype,
+            device=p.device,
+        )
+        return states, actions
 
     # ------------------------------------------------------------------ loss
     def loss(
@@ -171,14 +189,14 @@ class ProbabilisticEnsemble(nn.Module):
             ``(loss, info)`` with the detached ``mse`` of the members' means (normalised units).
         """
         check_keys("batch", batch, ("states", "actions", "next_state"))
-        states, actions = batch["states"], batch["actions"]
-        self._check(states, actions)
+        states, actions = self._check(batch["states"], batch["actions"])
         next_state = check_tensor(
             "next_state",
             batch["next_state"],
             (states.shape[0], self.spec.state_dim),
-            floating=True,
             finite=True,
+            cast=states.dtype,
+            device=states.device,
         )
         if self.training:
             self.normalizer.update(next_state)
@@ -222,7 +240,7 @@ class ProbabilisticEnsemble(nn.Module):
             ``[B, S]`` the predicted next state in environment units.
         """
         if check_inputs:
-            self._check(states, actions)
+            states, actions = self._check(states, actions)
         mean, logvar = self(states, actions)  # each (E, B, S)
         if mode == "mean":
             delta = mean.mean(0)

@@ -391,9 +391,25 @@ class RewardTerminationGPT(nn.Module):
         ``finite=False`` skips the NaN/inf scan (a host sync) for hot loops that checked once.
         """
         spec, (s_name, a_name) = self.spec, names
-        check_tensor(s_name, states, (None, None, spec.state_dim), floating=True, finite=finite)
+        device = self.pos_emb.device
+        check_tensor(
+            s_name,
+            states,
+            (None, None, spec.state_dim),
+            floating=True,
+            finite=finite,
+            device=device,
+            nonempty=True,
+        )
         b, t = states.shape[:2]
-        check_tensor(a_name, actions, (b, t, spec.joint_action_dim), floating=True, finite=finite)
+        check_tensor(
+            a_name,
+            actions,
+            (b, t, spec.joint_action_dim),
+            floating=True,
+            finite=finite,
+            device=device,
+        )
         if t < 1:
             raise ValueError(f"{s_name}: expected at least one step, received 0")
         if past_steps + t > self.config.max_steps:
@@ -497,17 +513,18 @@ class RewardTerminationGPT(nn.Module):
             detached scalar tensors ``loss``, ``reward_loss``, ``termination_loss``,
             ``reward_mae``, ``termination_accuracy``.
         """
-        check_tensor("states", states, (None, None, self.spec.state_dim))
+        dev = self.pos_emb.device
+        check_tensor("states", states, (None, None, self.spec.state_dim), nonempty=True, device=dev)
         b, t = states.shape[:2]
-        check_tensor("rewards", rewards, (b, t), floating=True, finite=True)
-        check_tensor("terminations", terminations, (b, t))
+        check_tensor("rewards", rewards, (b, t), floating=True, finite=True, device=dev)
+        check_tensor("terminations", terminations, (b, t), device=dev)
         if terminations.dtype != torch.bool:
             check_tensor("terminations", terminations, (b, t), floating=True, finite=True)
             if bool(((terminations < 0) | (terminations > 1)).any()):
                 raise ValueError("terminations: expected values in [0, 1], received values outside")
         if mask is None:
             mask = torch.ones(b, t, dtype=torch.bool, device=states.device)
-        check_tensor("mask", mask, (b, t), dtype=torch.bool)
+        check_tensor("mask", mask, (b, t), dtype=torch.bool, device=dev)
 
         reward, logit = self(states, actions)
         target_r = rewards.to(reward.dtype)

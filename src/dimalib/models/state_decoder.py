@@ -28,7 +28,7 @@ from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_finite, check_tensor
 
 __all__ = ["FSQStateDecoder", "StateDecoderConfig"]
 
@@ -158,13 +158,20 @@ class FSQStateDecoder(nn.Module):
 
     # ------------------------------------------------------------ internals
     def _check_state(self, state: Tensor, name: str = "state", finite: bool = True) -> Tensor:
-        check_tensor(name, state, floating=True, finite=finite)
+        p = next(self.encoder.parameters())
+        check_tensor(name, state, floating=True, device=p.device)
         if state.dim() < 1 or state.shape[-1] != self.spec.state_dim:
             raise ValueError(
                 f"{name}: expected shape (..., {self.spec.state_dim}), "
                 f"received {tuple(state.shape)}"
             )
-        return state.to(next(self.encoder.parameters()).dtype)
+        if state.numel() == 0:
+            raise ValueError(
+                f"{name}: expected at least one state, received shape {tuple(state.shape)}"
+            )
+        if finite:
+            check_finite(name, state)
+        return state.to(p.dtype)
 
     def _quantize(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Any]]:
         """``[..., S]`` -> codes ``[N, K, d]``, indices ``[N, K]``, aux loss ``[]``, pack shape."""
@@ -224,7 +231,9 @@ class FSQStateDecoder(nn.Module):
         """
         state = self._check_state(state)
         expected = (*state.shape[:-1], self.spec.joint_obs_dim)
-        check_tensor("joint_obs", joint_obs, expected, floating=True, finite=True)
+        check_tensor(
+            "joint_obs", joint_obs, expected, floating=True, finite=True, device=state.device
+        )
         codes, _, aux, ps = self._quantize(state)
         recon = self._decode_codes(codes, ps)
         mse = F.mse_loss(recon, joint_obs.to(recon.dtype))

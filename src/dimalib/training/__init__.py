@@ -2,11 +2,16 @@
 
 from dimalib.training.config import PRESETS, TrainerConfig, trainer_config
 from dimalib.training.trainer import MetricsLogger, Trainer, evaluate_policy, make_vector_env
-from dimalib.training.world_model_trainer import WorldModelTrainer, WorldModelTrainingConfig
+from dimalib.training.world_model_trainer import (
+    NonFiniteTrainingError,
+    WorldModelTrainer,
+    WorldModelTrainingConfig,
+)
 
 __all__ = [
     "PRESETS",
     "MetricsLogger",
+    "NonFiniteTrainingError",
     "Trainer",
     "TrainerConfig",
     "WorldModelTrainer",

@@ -44,10 +44,11 @@ from typing import Any, Literal
 from dimalib.algorithms.mappo import MAPPOConfig
 from dimalib.diffusion.denoiser import DenoiserConfig
 from dimalib.diffusion.reveal import RevealSchedule
-from dimalib.diffusion.sampler import SamplerConfig
+from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
 from dimalib.imagination.env import ImaginationConfig
 from dimalib.models.reward_termination import RewardTerminationConfig
 from dimalib.models.state_decoder import StateDecoderConfig
+from dimalib.spec import MultiAgentSpec
 from dimalib.training.world_model_trainer import WorldModelTrainingConfig
 from dimalib.utils.io import restore_fields
 from dimalib.world_model import WorldModelConfig
@@ -198,6 +199,20 @@ class TrainerConfig:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         restore_fields(self, state)  # checkpoints saved before newer fields take their defaults
+
+    def check_spec(self, spec: MultiAgentSpec) -> None:
+        """Raise ``ValueError`` when a setting does not fit the team ``spec``: the imagination
+        order and the dynamics model's reveal schedule must name its agents (checked by building
+        the sampler's schedule once, so a bad order fails before training, not at the first
+        policy epoch)."""
+        sampler = EulerSampler(self.world_model.dynamics.sampler)
+        try:
+            sampler.schedule(spec.n_agents, 1, agent_names=spec.agent_names)
+            sampler.schedule(
+                spec.n_agents, 1, order=self.imagination.order, agent_names=spec.agent_names
+            )
+        except ValueError as exc:
+            raise ValueError(f"imagination.order / world_model.dynamics.sampler: {exc}") from exc
 
     @property
     def wm_updates_per_epoch(self) -> int:

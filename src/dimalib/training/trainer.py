@@ -70,6 +70,7 @@ from dimalib.spec import MultiAgentSpec
 from dimalib.training.config import TrainerConfig, trainer_config
 from dimalib.training.diagnostics import true_dynamics, world_model_diagnostics
 from dimalib.training.world_model_trainer import WorldModelTrainer
+from dimalib.utils.checks import check_device
 from dimalib.utils.io import atomic_save, load_versioned
 from dimalib.world_model import DIMAWorldModel
 
@@ -421,10 +422,11 @@ class Trainer:
             raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
         if config is not None and not isinstance(config, TrainerConfig):
             raise ValueError(f"config: expected a TrainerConfig, received {type(config).__name__}")
+        device = check_device("device", device)
         self.env_name = env
         self.config = cfg = config or trainer_config("paper", env)
         self.seed = seed
-        self.device = torch.device(device)
+        self.device = device
         self.log_dir = None if log_dir is None else Path(log_dir)
         self._tensorboard = tensorboard
 
@@ -447,6 +449,7 @@ class Trainer:
             raise
         self.spec = spec = self.venv.spec
         try:
+            cfg.check_spec(spec)
             self.buffer = ReplayBuffer(
                 spec, cfg.buffer_capacity, num_streams=cfg.num_envs, device=self.device
             )
@@ -788,6 +791,8 @@ class Trainer:
             FileNotFoundError: no such file.
             ValueError: not a dimalib trainer checkpoint of this version, corrupt or incomplete.
         """
+        if device is not None:
+            device = check_device("device", device)
         blob = load_versioned(path, kind=_KIND, version=_VERSION, map_location="cpu")
         required = (
             "env", "seed", "device", "config", "spec", "counters", "world_model",

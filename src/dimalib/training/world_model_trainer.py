@@ -4,6 +4,12 @@ One epoch of Algorithm 1 runs ``steps_per_epoch`` updates of the state decoder, 
 dynamics model, then of the reward/termination model, each on its own batches sampled from the
 replay buffer and with its own AdamW optimiser, learning rate and gradient clip (Table 4).
 Per-step losses stay on the device; they are averaged with one host transfer per phase.
+
+**Non-finite updates.** An update whose loss or gradient norm is NaN/inf is skipped: parameters,
+AdamW moments and the step count stay as they were (the fused optimiser's ``found_inf`` flag, so
+no host sync per step). The phase reports ``{component}/skipped_updates`` and its means cover the
+finite updates only; a phase in which *every* update was skipped raises
+:class:`NonFiniteTrainingError` (training cannot make progress; the last checkpoint is intact).
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from torch import nn
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.world_model import DIMAWorldModel
 
-__all__ = ["WorldModelTrainer", "WorldModelTrainingConfig"]
+__all__ = ["NonFiniteTrainingError", "WorldModelTrainer", "WorldModelTrainingConfig"]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Every update of a training phase had a non-finite loss or gradient."""
 
 
 @dataclass(frozen=True)
@@ -92,22 +102,43 @@ class WorldModelTrainer:
         clip: float,
     ) -> dict[str, float]:
         opt = self.optimizers[name]
+        fused = any(g.get("fused") for g in opt.param_groups)
         self.world_model.train()
         totals: dict[str, torch.Tensor] = {}
+        skipped = torch.zeros((), device=self.device)
         for _ in range(steps):
             loss, info = loss_fn(self._to_device(sample()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(module.parameters(), clip)
-            opt.step()
+            bad = ~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach()))
+            if fused:  # the fused kernel leaves everything untouched when found_inf is 1
+                opt.found_inf = bad.float()  # type: ignore[attr-defined]
+                opt.step()
+                del opt.found_inf  # type: ignore[attr-defined]
+            elif not bool(bad):  # unfused optimisers (e.g. on MPS): one sync per step
+                opt.step()
+            skipped += bad
             scalars = {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
             scalars.update({k: v for k, v in info.items() if v.dim() == 0 and k != "loss"})
             for k, v in scalars.items():
+                v = torch.where(bad, torch.zeros_like(v), v)
                 totals[k] = totals[k] + v if k in totals else v.clone()
         if steps == 0:
             return {}
-        stacked = torch.stack([v.float() for v in totals.values()]) / steps
-        return {f"{name}/{k}": v for k, v in zip(totals, stacked.tolist(), strict=True)}
+        totals["skipped_updates"] = skipped
+        values = torch.stack([v.float() for v in totals.values()]).tolist()  # one host sync
+        n_skipped = int(values[-1])
+        if n_skipped == steps:
+            raise NonFiniteTrainingError(
+                f"{name}: all {steps} updates of this epoch had a non-finite loss or gradient "
+                f"norm (NaN/inf); the parameters were left as they were. Lower the learning "
+                f"rate or check the data"
+            )
+        kept = steps - n_skipped
+        out = {f"{name}/{k}": v / kept for k, v in zip(totals, values[:-1], strict=False)}
+        out[f"{name}/skipped_updates"] = float(n_skipped)
+        return out
 
     def train_decoder(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
         """``steps`` updates of eq. 22 on batches of ``decoder_batch`` state-observation pairs."""

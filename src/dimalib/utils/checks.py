@@ -1,7 +1,14 @@
 """Input validation at the library's boundaries.
 
 Every public entry point that receives user data calls these helpers, so that bad input fails
-early with a message that names the argument, what was expected and what was received.
+early with a message that names the argument, what was expected and what was received, before
+any state changes.
+
+**Dtype policy.** Floating inputs of any precision are accepted and converted to the dtype of the
+component that receives them (``cast=``; float32 unless the module was cast itself), so float64
+arrays from numpy or MuJoCo work everywhere; non-floating inputs where floats are expected are
+refused. Tensors on another device than the component's are refused (``device=``): dimalib
+never moves data between devices behind the caller's back.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["check_finite", "check_keys", "check_tensor"]
+__all__ = ["check_device", "check_finite", "check_keys", "check_tensor"]
 
 
 def _fmt_shape(shape: Sequence[int | str | None]) -> str:
@@ -26,8 +33,12 @@ def check_tensor(
     floating: bool = False,
     dtype: torch.dtype | None = None,
     finite: bool = False,
+    cast: torch.dtype | None = None,
+    device: torch.device | None = None,
+    nonempty: bool = False,
 ) -> torch.Tensor:
-    """Check that ``x`` is a tensor of the given shape and dtype; return it unchanged.
+    """Check that ``x`` is a tensor of the given shape and dtype; return it (converted to ``cast``
+    when given).
 
     Args:
         name: the argument's name, used in the error message.
@@ -37,6 +48,10 @@ def check_tensor(
         floating: require a floating point dtype.
         dtype: require exactly this dtype.
         finite: require every element to be finite (no NaN/inf). This costs a device sync.
+        cast: convert a floating tensor to this dtype (the dtype policy above); implies
+            ``floating``.
+        device: require the tensor to live on this device.
+        nonempty: require at least one entry along the first (batch) dimension.
 
     Raises:
         ValueError: naming ``name``, the expectation and what was received.
@@ -51,16 +66,26 @@ def check_tensor(
             raise ValueError(
                 f"{name}: expected shape {_fmt_shape(shape)}, received {_fmt_shape(tuple(x.shape))}"
             )
+    if nonempty and (x.dim() == 0 or x.shape[0] == 0):
+        raise ValueError(
+            f"{name}: expected a non-empty batch, received shape {_fmt_shape(tuple(x.shape))}"
+        )
     if last_dim is not None and (x.dim() < 1 or x.shape[-1] != last_dim):
         raise ValueError(
             f"{name}: expected last dimension {last_dim}, received shape {tuple(x.shape)}"
         )
     if dtype is not None and x.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype}, received {x.dtype}")
-    if floating and not x.is_floating_point():
+    if (floating or cast is not None) and not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating point tensor, received dtype {x.dtype}")
+    if device is not None and x.device != torch.device(device):
+        raise ValueError(
+            f"{name}: expected a tensor on {torch.device(device)}, received one on {x.device}"
+        )
     if finite:
         check_finite(name, x)
+    if cast is not None and x.dtype != cast:
+        x = x.to(cast)
     return x
 
 
@@ -81,3 +106,41 @@ def check_keys(name: str, mapping: Mapping[str, object], keys: Sequence[str]) ->
     missing = [k for k in keys if k not in mapping]
     if missing:
         raise ValueError(f"{name}: missing key(s) {missing}; received keys {sorted(mapping)}")
+
+
+def check_device(name: str, device: object) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine.
+
+    Accepts a ``torch.device`` or a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+
+    Raises:
+        ValueError: naming ``name``: not a device string, or a CUDA/MPS device that this machine
+            (or this PyTorch build) does not have.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(
+            f"{name}: expected a torch device such as 'cpu' or 'cuda:0', received "
+            f"{type(device).__name__} {device!r}"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{name}: expected a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+            f"received {device!r}"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{name}: expected an available device, received {device!r} but this PyTorch "
+                f"build sees no CUDA device (torch {torch.__version__}); use 'cpu'"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{name}: expected a CUDA index below {count} (the visible devices), received "
+                f"{device!r}"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: expected an available device, received {device!r} (no MPS)")
+    return dev
