@@ -8,8 +8,9 @@
 
 Writes into ``--out`` (default ``runs/dima_mappo-ENV-SEED``): ``metrics.csv`` (one row per epoch,
 against env steps), TensorBoard events under ``tb/`` when ``tensorboard`` is installed,
-``config.json``, ``checkpoint.pt`` (every ``--checkpoint-every`` epochs, at the end and on Ctrl-C)
-and ``learning_curve.png`` when matplotlib is installed.
+``config.json``, ``checkpoint.pt`` with the replay buffer's block files in ``checkpoint.pt.buffer/``
+(every ``--checkpoint-every`` epochs, default every epoch, at the end and on Ctrl-C; move the two
+together) and ``learning_curve.png`` when matplotlib is installed.
 
 Ctrl-C: the current epoch is finished, a checkpoint is saved, and the script exits with status
 130 (press Ctrl-C again to stop at once without saving; the last checkpoint stays as it was).
@@ -229,8 +230,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a TrainerConfig field, e.g. imagination.num_envs=100")  # fmt: skip
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     p.add_argument("--out", help="output folder (default runs/dima_mappo-ENV-SEED)")
-    p.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
-                   help="save a checkpoint every N epochs (default 25)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="save a checkpoint every N epochs (default 1: the replay buffer is "
+                   "written incrementally, so a kill loses at most one epoch; 0: only at the "
+                   "end and on Ctrl-C)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="reuse an --out folder holding a run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-tensorboard", action="store_true", help="CSV only")

@@ -196,9 +196,9 @@ def test_resume_reproduces_the_next_epochs_exactly(tmp_path: Path) -> None:
         for _ in range(6):
             straight.run_epoch()
     with Trainer("toy", cfg, seed=3, log_dir=tmp_path / "resumed") as first:
-        for _ in range(4):
+        for _ in range(4):  # a checkpoint every epoch: the buffer's block files grow incrementally
             first.run_epoch()
-        path = first.save_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+            path = first.save_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
         first.run_epoch()  # a row written after the checkpoint (a crash): dropped on resume
     with Trainer.resume(path, log_dir=tmp_path / "resumed") as second:
         for _ in range(2):
@@ -411,6 +411,33 @@ def test_cli_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path: Path) -> N
     assert rows[-1]["eval/return_mean"] != ""
 
 
+def test_cli_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = ("--env", "toy", "--total-env-steps", "1400", "--seed", "1", *TINY_CLI)
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args, "--out", str(out), "--threads", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill -9 somewhere after the fourth epoch
+        if (out / "metrics.csv").exists() and len(read_csv(out / "metrics.csv")) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with Trainer.resume(out / "checkpoint.pt") as trainer:
+        lost = len(read_csv(out / "metrics.csv")) - trainer.epoch
+    assert trainer.epoch >= 3 and lost <= 1  # a checkpoint every epoch: at most one epoch lost
+    res = run_cli("--resume", str(out / "checkpoint.pt"), "--total-env-steps", "1400")
+    assert res.returncode == 0, res.stderr
+    a, b = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(out / "metrics.csv")
+    assert [comparable(r) for r in a] == [comparable(r) for r in b]  # type: ignore[arg-type]
+
+
 def test_cli_existing_run_folder_is_not_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -426,7 +453,7 @@ def test_cli_tiny_toy_run_writes_metrics_config_and_checkpoint(tmp_path: Path) -
                   "--checkpoint-every", "1", "--reveal", "sequential", *TINY_CLI)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "env steps 400/400" in res.stderr  # the per-epoch progress line
-    expected = ["checkpoint.pt", "config.json", "metrics.csv"]
+    expected = ["checkpoint.pt", "checkpoint.pt.buffer", "config.json", "metrics.csv"]
     if importlib.util.find_spec("matplotlib") is not None:  # the learning curve (extra "plot")
         expected.insert(2, "learning_curve.png")
     written = {p.name for p in out.iterdir()} - {"tensorboard"}  # TensorBoard logs if installed
@@ -441,11 +468,11 @@ def test_cli_tiny_toy_run_writes_metrics_config_and_checkpoint(tmp_path: Path) -
     saved = (out / "config.json").read_text()
     assert '"kind": "sequential"' in saved
     # resuming a finished run with a target it already reached changes no file
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     again = run_cli("--resume", str(out / "checkpoint.pt"), "--total-env-steps", "400")
     assert again.returncode == 0, again.stderr
     assert "nothing to do: the checkpoint holds 400 env steps" in again.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_model_free_mappo_baseline_runs(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ _FIELDS: dict[str, tuple[str | None, torch.dtype]] = {
     "next_obs": ("O", torch.float32),
 }
 _EPISODE = "episode_id"
+BLOCK_ROWS = 1024
+"""Ring positions per block of an incremental checkpoint (:mod:`dimalib.data.buffer_store`)."""
 
 
 def _as_tensor(name: str, x: object) -> torch.Tensor:
@@ -126,6 +128,9 @@ class ReplayBuffer:
             for name, (_, dtype) in _FIELDS.items()
         }
         self._data[_EPISODE] = torch.zeros((n, c), dtype=torch.int64, device=self.device)
+        # blocks of BLOCK_ROWS ring positions written since the last mark_clean() (for
+        # incremental checkpoints, dimalib.data.buffer_store); python ints, no device sync
+        self._dirty: set[int] = set()
         # host-side bookkeeping (a handful of ints per stream)
         self._pos = [0] * n  # next slot written in each stream
         self._size = [0] * n  # rows stored in each stream
@@ -227,6 +232,7 @@ class ReplayBuffer:
         )
         flat = torch.arange(n, device=self.device) * c + torch.tensor(self._pos, device=self.device)
         self._write(flat, rows, torch.tensor(self._episode, device=self.device))
+        self._dirty.update(p // BLOCK_ROWS for p in self._pos)
         done = (rows["terminated"] | rows["truncated"]).tolist()
         for i in range(n):
             self._pos[i] = (self._pos[i] + 1) % c
@@ -288,6 +294,10 @@ class ReplayBuffer:
         flat = stream * c + (self._pos[stream] + torch.arange(t - keep, t, device=self.device)) % c
         kept = {name: value[t - keep :] for name, value in rows.items()}
         self._write(flat, kept, ids[t - keep :].to(self.device))
+        first = (self._pos[stream] + t - keep) % c  # the rows went to [first, first + keep) mod c
+        for lo, hi in ((first, min(first + keep, c)), (0, max(first + keep - c, 0))):
+            if hi > lo:
+                self._dirty.update(range(lo // BLOCK_ROWS, (hi - 1) // BLOCK_ROWS + 1))
         n_done = int(done.sum())
         if n_done:
             self._episode[stream] = self._next_episode + n_done - 1
@@ -326,6 +336,7 @@ class ReplayBuffer:
             ):
                 continue
             self._data["truncated"][i, newest] = True
+            self._dirty.add(newest // BLOCK_ROWS)
             self._episode[i] = self._next_episode
             self._next_episode += 1
         self._invalidate()
@@ -559,19 +570,46 @@ class ReplayBuffer:
         }
 
     # ----------------------------------------------------------- persistence
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed for an exact copy, on CPU (rows never written are not included)."""
+    # ---------------------------------------------------------- block access
+    @property
+    def num_blocks(self) -> int:
+        """Blocks of :data:`BLOCK_ROWS` ring positions holding data (all streams together)."""
+        return -(-max(self._size) // BLOCK_ROWS)
+
+    def dirty_blocks(self) -> list[int]:
+        """Blocks written since the last :meth:`mark_clean` (or since creation / loading)."""
+        return sorted(k for k in self._dirty if k < self.num_blocks)
+
+    def mark_clean(self, blocks: Sequence[int]) -> None:
+        """Forget that ``blocks`` were written (call once they are safely stored)."""
+        self._dirty.difference_update(blocks)
+
+    def block(self, k: int) -> dict[str, torch.Tensor]:
+        """Copy of ring positions ``[k * BLOCK_ROWS, (k + 1) * BLOCK_ROWS)`` of every stream, on
+        CPU: ``{field: [num_streams, rows, ...]}`` (the last block may be shorter)."""
+        if not isinstance(k, int) or not 0 <= k < self.num_blocks:
+            raise ValueError(f"k: expected a block index in [0, {self.num_blocks}), received {k!r}")
         used = max(self._size)
+        lo, hi = k * BLOCK_ROWS, min((k + 1) * BLOCK_ROWS, used)
+        return {name: t[:, lo:hi].cpu().clone() for name, t in self._data.items()}
+
+    def bookkeeping(self) -> dict[str, Any]:
+        """:meth:`state_dict` without the rows: the spec, sizes and ring/episode counters."""
         return {
             "spec": self.spec.to_dict(),
             "num_streams": self.num_streams,
             "stream_capacity": self.stream_capacity,
-            "data": {name: t[:, :used].cpu().clone() for name, t in self._data.items()},
             "pos": list(self._pos),
             "size": list(self._size),
             "episode": list(self._episode),
             "next_episode": self._next_episode,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed for an exact copy, on CPU (rows never written are not included)."""
+        used = max(self._size)
+        data = {name: t[:, :used].cpu().clone() for name, t in self._data.items()}
+        return {**self.bookkeeping(), "data": data}
 
     @classmethod
     def from_state_dict(
@@ -611,6 +649,7 @@ class ReplayBuffer:
         buf._pos, buf._size = [int(p) for p in pos], [int(s) for s in size]
         buf._episode = [int(e) for e in episode]
         buf._next_episode = next_episode
+        buf._dirty = set(range(buf.num_blocks))
         return buf
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -53,6 +53,7 @@ import torch
 
 from dimalib.algorithms.mappo import MAPPO
 from dimalib.data.buffer import ReplayBuffer
+from dimalib.data.buffer_store import BufferStore
 from dimalib.envs import (
     BIDEXHANDS_TASKS,
     MJ_DEXHANDS_TASK_NAMES,
@@ -88,7 +89,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _KIND = "dima_trainer_checkpoint"
-_VERSION = 1
+_VERSION = 2  # 2: the replay buffer in incremental block files beside the checkpoint
+_READABLE = (1, 2)  # 1: the whole buffer inside the checkpoint
+BUFFER_SUFFIX = ".buffer"
 
 TOY_ENV = "toy"
 """Name of the fast analytic test env: :class:`~dimalib.envs.toy.CoupledPointMasses` with three
@@ -453,6 +456,7 @@ class Trainer:
             self.buffer = ReplayBuffer(
                 spec, cfg.buffer_capacity, num_streams=cfg.num_envs, device=self.device
             )
+            self._buffer_store: BufferStore | None = None  # set by the first save_checkpoint
             self.world_model = DIMAWorldModel(spec, cfg.world_model).to(self.device)
             # replay sampling runs on the CPU generator whatever the device (the buffer accepts it)
             self.wm_generator = _generator(torch.device("cpu"), _derive_seed(seed, "wm"))
@@ -712,7 +716,13 @@ class Trainer:
             )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything :meth:`save_checkpoint` writes (tensors on the CPU where it matters)."""
+        """The whole run state, the replay buffer included (tensors on the CPU where it matters).
+
+        :meth:`save_checkpoint` writes this with the buffer replaced by the manifest of its
+        incremental block files (:class:`~dimalib.data.buffer_store.BufferStore`)."""
+        return {**self._state_without_buffer(), "buffer": self.buffer.state_dict()}
+
+    def _state_without_buffer(self) -> dict[str, Any]:
         return {
             "env": self.env_name,
             "seed": self.seed,
@@ -731,7 +741,6 @@ class Trainer:
             "world_model": {k: v.detach().cpu() for k, v in self.world_model.state_dict().items()},
             "wm_optimizers": self.wm_trainer.state_dict(),
             "mappo": self.mappo.state_dict(),
-            "buffer": self.buffer.state_dict(),
             "rng": self._rng_state(),
             "history": [dict(r) for r in self.history],
         }
@@ -739,24 +748,43 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
         """Write the whole run state atomically (temp file, fsync, rename), versioned.
 
-        Call it between epochs; :meth:`resume` continues exactly where this left off.
+        Call it between epochs; :meth:`resume` continues exactly where this left off. The replay
+        buffer goes to the folder ``<path>.buffer/`` beside it, incrementally: only the blocks of
+        rows written since the previous save to the same path are written (a few MB per epoch
+        instead of the whole buffer), so a checkpoint every epoch is cheap. The folder belongs to
+        the checkpoint: copy or move both together.
         """
         t0 = time.perf_counter()
-        out = atomic_save(self.state_dict(), path, kind=_KIND, version=_VERSION)
+        path = Path(path)
+        folder = path.with_name(path.name + BUFFER_SUFFIX)
+        if self._buffer_store is None or self._buffer_store.folder != folder:
+            self._buffer_store = BufferStore(folder)
+        manifest = self._buffer_store.save(self.buffer)
+        state = {**self._state_without_buffer(), "buffer": {"store": folder.name, **manifest}}
+        out = atomic_save(state, path, kind=_KIND, version=_VERSION)
+        self._buffer_store.commit(self.buffer)  # only now: the old files served the old file
         logger.info(
             "saved checkpoint at epoch %d / %d env steps to %s (%.1f s)",
             self.epoch, self.env_steps, out, time.perf_counter() - t0,
         )  # fmt: skip
         return out
 
-    def _load(self, blob: Mapping[str, Any]) -> None:
+    def _load(self, blob: Mapping[str, Any], path: Path) -> None:
         spec = MultiAgentSpec.from_dict(blob["spec"])
         if spec != self.spec:
             raise ValueError(f"checkpoint: saved for spec {spec}, the env now has {self.spec}")
         self.world_model.load_state_dict(blob["world_model"])
         self.wm_trainer.load_state_dict(blob["wm_optimizers"])
         self.mappo.load_state_dict(blob["mappo"])
-        self.buffer = ReplayBuffer.from_state_dict(blob["buffer"], device=self.device, spec=spec)
+        saved = blob["buffer"]
+        if "store" in saved:  # incremental block files beside the checkpoint
+            self.buffer, store = BufferStore.load(
+                path.parent / str(saved["store"]), saved, device=self.device, spec=spec
+            )
+            # later saves to this same path continue the incremental files
+            self._buffer_store = store if store.folder.name == path.name + BUFFER_SUFFIX else None
+        else:  # a checkpoint written before incremental buffers: the whole buffer inline
+            self.buffer = ReplayBuffer.from_state_dict(saved, device=self.device, spec=spec)
         self.imagination.source = self.buffer
         counters = blob["counters"]
         self.epoch = int(counters["epoch"])
@@ -793,7 +821,7 @@ class Trainer:
         """
         if device is not None:
             device = check_device("device", device)
-        blob = load_versioned(path, kind=_KIND, version=_VERSION, map_location="cpu")
+        blob = load_versioned(path, kind=_KIND, version=_READABLE, map_location="cpu")
         required = (
             "env", "seed", "device", "config", "spec", "counters", "world_model",
             "wm_optimizers", "mappo", "buffer", "rng", "history",
@@ -815,7 +843,7 @@ class Trainer:
             tensorboard=tensorboard,
         )
         try:
-            trainer._load(blob)
+            trainer._load(blob, Path(path))
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
             trainer.close()
             raise ValueError(f"path: {str(path)!r} is not a consistent checkpoint ({err})") from err

@@ -25,7 +25,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_bytes", "load_versioned", "restore_fields"]
+__all__ = [
+    "atomic_save",
+    "atomic_write_bytes",
+    "file_digest",
+    "load_versioned",
+    "restore_fields",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +71,19 @@ def atomic_save(
 
 
 _HEADER_KEYS = {"kind", "version", "sha256", "bytes"}
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The payload SHA-256 that the header of the dimalib file ``path`` states (the payload is
+    not read; :func:`load_versioned` verifies it). Raises ``ValueError`` for other files."""
+    with open(path, "rb") as f:
+        magic, line = f.read(len(MAGIC)), f.readline(4096)
+    try:
+        if magic != MAGIC:
+            raise ValueError("no dimalib header")
+        return str(json.loads(line)["sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"path: {str(path)!r} is not a readable dimalib file ({err})") from err
 
 
 def _payload(path: Path, kind: str) -> tuple[bytes, int | None]:
@@ -113,10 +132,11 @@ def load_versioned(
     path: str | os.PathLike[str],
     *,
     kind: str,
-    version: int,
+    version: int | tuple[int, ...],
     map_location: str | torch.device | None = "cpu",
 ) -> dict[str, Any]:
-    """Load a file written by :func:`atomic_save`, checking its checksum, kind and version.
+    """Load a file written by :func:`atomic_save`, checking its checksum, kind and version
+    (``version``: the one accepted, or a tuple of the readable ones).
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
@@ -141,9 +161,11 @@ def load_versioned(
             f"path: {str(path)!r} is damaged: its header says version {header_version!r}, its "
             f"payload {blob.get('dimalib_version')!r}"
         )
-    if blob.get("dimalib_version") != version:
+    accepted = (version,) if isinstance(version, int) else tuple(version)
+    if blob.get("dimalib_version") not in accepted:
+        wanted = " or ".join(str(v) for v in accepted)
         raise ValueError(
-            f"path: expected {kind} format version {version}, received "
+            f"path: expected {kind} format version {wanted}, received "
             f"{blob.get('dimalib_version')!r} in {str(path)!r}"
         )
     return blob
