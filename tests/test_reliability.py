@@ -357,3 +357,21 @@ def test_numpy_integer_sizes_are_sizes() -> None:
     spec = MultiAgentSpec(("a", "b"), np.array([3, 4]), (np.int64(2), np.int32(1)), np.int64(5))  # type: ignore[arg-type]
     assert spec.obs_dims == (3, 4) and spec.action_dims == (2, 1) and spec.state_dim == 5
     assert all(type(d) is int for d in (*spec.obs_dims, *spec.action_dims, spec.state_dim))
+
+
+@SWEEP
+@given(data=st.data())
+def test_mappo_act_refuses_bad_observations(data: st.DataObject) -> None:
+    from dimalib.algorithms.mappo import MAPPO
+
+    torch.manual_seed(0)
+    learner = MAPPO(SPEC)
+    obs = torch.randn(B, OB, generator=torch.Generator().manual_seed(5))
+    weights = _snapshot(learner.actor)
+    # the env -> policy boundary converts devices explicitly, and any leading shape is a batch
+    kinds = ("size", "integer", "nan", "inf", "not_tensor")
+    _, broken = _draw_break(data, {"joint_obs": obs}, kinds)
+    _refused(lambda: learner.act(broken["joint_obs"]), "joint_obs")  # type: ignore[arg-type]
+    _assert_unchanged(learner.actor, weights)
+    wide = learner.act(obs.double(), deterministic=True)
+    assert torch.equal(wide, learner.act(obs, deterministic=True))

@@ -712,8 +712,16 @@ class MAPPO:
         deterministic: bool = False,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``[..., O]`` joint observation → ``[..., A]`` joint action in environment units."""
-        return self.actor.act(joint_obs.to(self.device), deterministic, generator).action
+        """``[..., O]`` joint observation → ``[..., A]`` joint action in environment units.
+
+        The env-to-policy boundary: a floating observation of any precision, on any device, is
+        converted to float32 on the learner's device (explicitly, here); NaN/inf is refused.
+        """
+        joint_obs = check_tensor(
+            "joint_obs", joint_obs, last_dim=self.spec.joint_obs_dim, floating=True, finite=True
+        )
+        obs = joint_obs.to(device=self.device, dtype=torch.float32)
+        return self.actor.act(obs, deterministic, generator).action
 
     @torch.no_grad()
     def collect_imagined_rollout(
