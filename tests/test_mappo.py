@@ -666,3 +666,59 @@ def test_mappo_learns_a_contextual_bandit(policy: str) -> None:
     # (measured: about 95% for both policies after 30 updates)
     assert initial < -0.05
     assert final > 0.2 * initial, (initial, final)
+
+
+def test_non_finite_minibatch_updates_are_skipped_and_counted() -> None:
+    torch.manual_seed(0)
+    mappo = MAPPO(HET, MAPPOConfig(num_minibatches=2, ppo_epochs=2))
+    rollout = _rollout(HET, mappo)
+    original, calls = mappo.compute_losses, [0]
+
+    def losses(batch):  # type: ignore[no-untyped-def]
+        out, calls[0] = original(batch), calls[0] + 1
+        if calls[0] == 2:  # the second of 4 minibatch updates
+            out["actor_loss"] = out["actor_loss"] * float("nan")
+        return out
+
+    mappo.compute_losses = losses  # type: ignore[method-assign]
+    metrics = mappo.update(rollout, generator=torch.Generator().manual_seed(1))
+    assert metrics["skipped_updates"] == 1.0
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert all(torch.isfinite(p).all() for p in mappo.actor.parameters())
+    steps = [float(s["step"]) for s in mappo.actor_optim.state.values()]
+    assert steps and all(s == 3.0 for s in steps)  # 4 minibatches, one skipped
+
+
+def test_a_nan_parameter_stops_the_update_and_changes_nothing_else() -> None:
+    from dimalib.utils.checks import NonFiniteTrainingError
+
+    torch.manual_seed(0)
+    mappo = MAPPO(HET, MAPPOConfig(num_minibatches=2, ppo_epochs=2))
+    rollout = _rollout(HET, mappo)
+    with torch.no_grad():
+        next(mappo.actor.parameters()).view(-1)[0] = float("nan")
+    actor = {k: v.clone() for k, v in mappo.actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in mappo.critic.state_dict().items() if "value_norm" not in k}
+    with pytest.raises(NonFiniteTrainingError, match="MAPPO: all 4 minibatch updates"):
+        mappo.update(rollout, generator=torch.Generator().manual_seed(1))
+    now = mappo.actor.state_dict()
+    assert all(
+        torch.equal(now[k], v) or (v.isnan() == now[k].isnan()).all() for k, v in actor.items()
+    )
+    assert all(torch.equal(mappo.critic.state_dict()[k], v) for k, v in critic.items())
+    assert not mappo.actor_optim.state and not mappo.critic_optim.state  # no step was taken
+
+
+def test_a_nan_world_model_parameter_stops_training_with_a_clear_error() -> None:
+    from dimalib.training import NonFiniteTrainingError, WorldModelTrainer
+    from dimalib.world_model import DIMAWorldModel
+    from tests.test_imagination import TINY
+    from tests.test_training import _toy_buffer
+
+    env, buf = _toy_buffer(steps=100)
+    wm = DIMAWorldModel(env.spec, TINY)
+    with torch.no_grad():
+        next(wm.reward_model.parameters()).view(-1)[0] = float("nan")
+    trainer = WorldModelTrainer(wm)
+    with pytest.raises(NonFiniteTrainingError, match="reward: all 2 updates"):
+        trainer.train_reward(buf, 2)

@@ -42,7 +42,7 @@ from torch import nn
 from torch.distributions import Beta, Normal
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.utils.checks import NonFiniteTrainingError, check_finite, check_tensor
 
 __all__ = [
     "MAPPO",
@@ -327,7 +327,11 @@ class Actor(nn.Module):
         return 1.0 + F.softplus(alpha), 1.0 + F.softplus(beta)
 
     def _per_dim(self, p1: torch.Tensor, p2: torch.Tensor) -> Normal | Beta:
-        return Normal(p1, p2) if self.policy == "gaussian" else Beta(p1, p2)
+        # no argument validation: it costs a host sync per call, and non-finite parameters are
+        # caught where they matter (MAPPO.update skips non-finite updates)
+        if self.policy == "gaussian":
+            return Normal(p1, p2, validate_args=False)
+        return Beta(p1, p2, validate_args=False)
 
     # ------------------------------------------------------------- actions
     def to_env_action(self, policy_action: torch.Tensor) -> torch.Tensor:
@@ -367,7 +371,7 @@ class Actor(nn.Module):
             if deterministic:
                 sample = p1 / (p1 + p2)
             elif generator is None:
-                sample = Beta(p1, p2).sample()
+                sample = Beta(p1, p2, validate_args=False).sample()
             else:
                 sample = _sample_beta(p1, p2, generator)
             sample = sample.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
@@ -912,7 +916,7 @@ class MAPPO:
         self.critic.train()
         N = batch["mask"].shape[0]
         sums: dict[str, torch.Tensor] = {}
-        n_steps = 0
+        n_steps = skipped = 0
         for _ in range(cfg.ppo_epochs):
             if cfg.num_minibatches == 1:
                 chunks = [torch.arange(N, device=self.device)]
@@ -925,9 +929,14 @@ class MAPPO:
                 losses = self.compute_losses(minibatch)
                 self.actor_optim.zero_grad(set_to_none=True)
                 self.critic_optim.zero_grad(set_to_none=True)
-                (losses["actor_loss"] + losses["critic_loss"]).backward()  # disjoint parameters
+                total = losses["actor_loss"] + losses["critic_loss"]
+                total.backward()  # disjoint parameters
                 actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
                 critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                finite = torch.isfinite(torch.stack([total.detach(), actor_norm, critic_norm]))
+                if not bool(finite.all()):  # one sync per minibatch: skip the update, count it
+                    skipped += 1
+                    continue
                 self.actor_optim.step()
                 self.critic_optim.step()
                 terms = {k: v.detach() for k, v in losses.items()}
@@ -935,11 +944,18 @@ class MAPPO:
                 for k, v in terms.items():
                     sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
                 n_steps += 1
+        if n_steps == 0:
+            raise NonFiniteTrainingError(
+                f"MAPPO: all {skipped} minibatch updates had a non-finite loss or gradient norm "
+                "(NaN/inf); the actor and critic were left as they were. Check the rollout "
+                "(rewards, values) or lower the learning rates"
+            )
         stats = {k: v / n_steps for k, v in sums.items()}
         stats["return_mean"] = _masked_mean(batch["lambda_returns"], batch["mask"])
         stats["value_mean"] = _masked_mean(batch["values"], batch["mask"])
         numbers = torch.stack([v.float() for v in stats.values()]).tolist()  # one sync
         metrics = dict(zip(stats, numbers, strict=True))
+        metrics["skipped_updates"] = float(skipped)
         logger.debug("MAPPO update: %s", metrics)
         return metrics
 

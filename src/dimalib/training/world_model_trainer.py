@@ -22,13 +22,10 @@ import torch
 from torch import nn
 
 from dimalib.data.buffer import ReplayBuffer
+from dimalib.utils.checks import NonFiniteTrainingError
 from dimalib.world_model import DIMAWorldModel
 
 __all__ = ["NonFiniteTrainingError", "WorldModelTrainer", "WorldModelTrainingConfig"]
-
-
-class NonFiniteTrainingError(RuntimeError):
-    """Every update of a training phase had a non-finite loss or gradient."""
 
 
 @dataclass(frozen=True)

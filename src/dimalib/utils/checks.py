@@ -17,7 +17,18 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["check_device", "check_finite", "check_keys", "check_tensor"]
+__all__ = [
+    "NonFiniteTrainingError",
+    "check_device",
+    "check_finite",
+    "check_keys",
+    "check_tensor",
+]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Every update of a training phase had a non-finite loss or gradient: training cannot
+    make progress (the parameters were left as they were before the phase's updates)."""
 
 
 def _fmt_shape(shape: Sequence[int | str | None]) -> str:
