@@ -521,7 +521,10 @@ class RewardTerminationGPT(nn.Module):
         if terminations.dtype != torch.bool:
             check_tensor("terminations", terminations, (b, t), floating=True, finite=True)
             if bool(((terminations < 0) | (terminations > 1)).any()):
-                raise ValueError("terminations: expected values in [0, 1], received values outside")
+                lo, hi = float(terminations.min()), float(terminations.max())
+                raise ValueError(
+                    f"terminations: expected values in [0, 1], received values in [{lo}, {hi}]"
+                )
         if mask is None:
             mask = torch.ones(b, t, dtype=torch.bool, device=states.device)
         check_tensor("mask", mask, (b, t), dtype=torch.bool, device=dev)
