@@ -375,3 +375,9 @@ def test_mappo_act_refuses_bad_observations(data: st.DataObject) -> None:
     _assert_unchanged(learner.actor, weights)
     wide = learner.act(obs.double(), deterministic=True)
     assert torch.equal(wide, learner.act(obs, deterministic=True))
+
+
+@given(capacity=st.integers(10**11, 10**15))
+def test_a_buffer_larger_than_memory_is_refused_before_allocating(capacity: int) -> None:
+    with pytest.raises(ValueError, match=r"^capacity: expected storage that fits in cpu memory"):
+        ReplayBuffer(SPEC, capacity=capacity)

@@ -76,6 +76,21 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def _check_fits(name: str, nbytes: int, device: torch.device) -> None:
+    """Refuse an allocation larger than the device's memory before attempting it."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif device.type == "cpu" and hasattr(os, "sysconf"):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    if nbytes > total:
+        raise ValueError(
+            f"{name}: expected storage that fits in {device.type} memory ({total / 2**30:.1f} "
+            f"GiB), received a request for {nbytes / 2**30:.1f} GiB"
+        )
+
+
 class ReplayBuffer:
     """Ring-buffer storage of transitions from ``num_streams`` parallel environment copies.
 
@@ -123,6 +138,7 @@ class ReplayBuffer:
         self.device = torch.device(device)
         self._dims = {"S": spec.state_dim, "O": spec.joint_obs_dim, "A": spec.joint_action_dim}
         n, c = num_streams, self.stream_capacity
+        _check_fits("capacity", n * c * self.bytes_per_transition(spec), self.device)
         self._data: dict[str, torch.Tensor] = {
             name: torch.zeros((n, c, *self._trailing(name)), dtype=dtype, device=self.device)
             for name, (_, dtype) in _FIELDS.items()
@@ -153,6 +169,12 @@ class ReplayBuffer:
     def stream_sizes(self) -> tuple[int, ...]:
         """Number of stored transitions per stream."""
         return tuple(self._size)
+
+    @staticmethod
+    def bytes_per_transition(spec: MultiAgentSpec) -> int:
+        """Storage of one transition: float32 fields, bool flags and an int64 episode id."""
+        floats = 2 * spec.state_dim + 2 * spec.joint_obs_dim + spec.joint_action_dim + 1
+        return 4 * floats + 2 + 8
 
     @property
     def nbytes(self) -> int:
