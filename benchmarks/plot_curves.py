@@ -16,7 +16,8 @@ run's last evaluation at or before it (runs that stopped earlier are left out).
 
 ``--copy-csv DIR`` copies each run's ``metrics.csv`` to ``DIR/<label>-<run folder>.csv`` with only
 the evaluation rows and the columns a curve needs (small files to commit); ``--summary`` writes the
-table as JSON.
+table as JSON. ``--dip-ref 10000`` adds the exploitation-dip check: each run's lowest evaluation
+after 10k env steps against its own 10k evaluation, flagged when more than 20% lower.
 """
 
 from __future__ import annotations
@@ -86,6 +87,24 @@ def value_at(steps: np.ndarray, returns: np.ndarray, at: float) -> float:
     return float(returns[ok][-1])
 
 
+def dip(steps: np.ndarray, returns: np.ndarray, ref: float, tol: float = 0.2) -> dict[str, Any]:
+    """The "no exploitation dip" check: the run's evaluation at ``ref`` env steps (the last one at
+    or before it), its lowest evaluation after that, and whether that lowest value falls more
+    than ``tol`` (a fraction of ``|ref value|``) below it."""
+    base = value_at(steps, returns, ref)
+    later = returns[steps > ref]
+    if np.isnan(base) or len(later) == 0:
+        return {"ref": None, "min_after": None, "min_at": None, "fell": None}
+    k = int(np.argmin(later))
+    low = float(later[k])
+    return {
+        "ref": base,
+        "min_after": low,
+        "min_at": int(steps[steps > ref][k]),
+        "fell": bool(low < base - tol * abs(base)),
+    }
+
+
 def _none_if_nan(x: float) -> float | None:
     return None if np.isnan(x) else x
 
@@ -126,6 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--summary", type=Path, default=None, help="JSON file for the aggregate table")
     p.add_argument("--copy-csv", type=Path, default=None, help="folder for small per-run CSVs")
     p.add_argument("--xmax", type=float, default=None, help="right end of the x axis")
+    p.add_argument(
+        "--dip-ref",
+        type=float,
+        default=None,
+        help="env steps of the reference evaluation for the dip check (e.g. 10000): each run's "
+        "lowest later evaluation against it, flagged when more than 20%% lower",
+    )
     args = p.parse_args(argv)
     specs = list(args.run)
     for item in args.glob:
@@ -176,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "final_env_steps": int(s[-1]),
                     "wall_minutes": wall / 60,
                     "returns_at": {str(int(a)): _none_if_nan(value_at(s, r, a)) for a in args.at},
+                    **({"dip": dip(s, r, args.dip_ref)} if args.dip_ref is not None else {}),
                 }
                 for folder, s, r, wall in runs
             ],
@@ -204,6 +231,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lo, hi = (float("nan") if v is None else v for v in st["ci95_iqm"])
                 print(f"| {label} | {int(a):,} | {st['n']} | {st['mean']:.1f} | {st['iqm']:.1f} | "
                       f"[{lo:.1f}, {hi:.1f}] | {st['min']:.1f} | {st['max']:.1f} |")  # fmt: skip
+    if args.dip_ref is not None:
+        print(
+            f"\n| method | run | eval at {int(args.dip_ref):,} | lowest later (at) | > 20% lower |"
+        )
+        print("|---|---|---|---|---|")
+        for label, group in summary["groups"].items():
+            for run in group["runs"]:
+                d = run["dip"]
+                if d["ref"] is None:
+                    continue
+                print(f"| {label} | `{run['folder']}` | {d['ref']:.1f} | {d['min_after']:.1f} "
+                      f"({d['min_at']:,}) | {'yes' if d['fell'] else 'no'} |")  # fmt: skip
     ax.set(xlabel="real env steps", ylabel="evaluation return (10 episodes)", title=args.title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -64,3 +64,14 @@ def test_aggregate_table_and_small_csvs(tmp_path: Path) -> None:
     with open(tmp_path / "csv" / "A-a-0.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["eval/return_mean"] for r in rows] == ["1.0", "10.0"]  # evaluation rows only
+
+
+def test_dip_check_against_hand_computed_values() -> None:
+    steps = np.array([5000.0, 10000.0, 15000.0, 20000.0, 25000.0])
+    falls = curves.dip(steps, np.array([0.0, -100.0, -130.0, 50.0, 400.0]), 10000)
+    assert falls == {"ref": -100.0, "min_after": -130.0, "min_at": 15000, "fell": True}
+    holds = curves.dip(steps, np.array([0.0, -100.0, -115.0, 50.0, 400.0]), 10000)
+    assert holds["fell"] is False and holds["min_after"] == -115.0  # 15% lower: within 20%
+    rising = curves.dip(steps, np.array([0.0, 100.0, 90.0, 300.0, 400.0]), 10000)
+    assert rising["fell"] is False  # 10% below a positive reference
+    assert curves.dip(steps[:2], np.array([0.0, 1.0]), 10000)["ref"] is None  # nothing after
