@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -220,3 +222,27 @@ def test_flat_fast_path_equals_the_dict_api(name):
         if term or trunc:
             fast.reset()
             ref.reset()
+
+
+def test_building_an_env_prints_no_mujoco_warning_and_writes_no_log_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    import logging
+
+    import mujoco
+
+    from dimalib.envs import make_env
+
+    monkeypatch.chdir(tmp_path)
+    before = mujoco.get_mju_user_warning()
+    with caplog.at_level(logging.DEBUG, logger="dimalib.envs"):
+        env = make_env("HalfCheetah-2x3")
+        env.reset(seed=0)
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert any(
+        "settotalmass" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records
+    )
+    assert mujoco.get_mju_user_warning() is before  # the handler was only installed for the build

@@ -30,6 +30,7 @@ import re
 import warnings
 from typing import Any
 
+from dimalib.envs._mujoco_log import mujoco_warnings_to_logging
 from dimalib.envs.parallel import spec_from_env
 
 __all__ = [
@@ -177,7 +178,8 @@ def make_mamujoco(
     if (scenario, agent_conf) in CUSTOM_PARTITIONS:
         kwargs["agent_factorization"] = custom_factorization(scenario, agent_conf)
     try:
-        return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
+        with mujoco_warnings_to_logging():  # no settotalmass notice on stdout, no MUJOCO_LOG.TXT
+            return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
     except Exception as exc:
         if "UNKNOWN partitioning config" in str(exc):
             raise ValueError(
