@@ -381,3 +381,25 @@ def test_mappo_act_refuses_bad_observations(data: st.DataObject) -> None:
 def test_a_buffer_larger_than_memory_is_refused_before_allocating(capacity: int) -> None:
     with pytest.raises(ValueError, match=r"^capacity: expected storage that fits in cpu memory"):
         ReplayBuffer(SPEC, capacity=capacity)
+
+
+def test_finiteness_is_checked_after_the_cast() -> None:
+    """1e39 is finite in float64 and inf in float32: the converted value is what is checked."""
+    torch.manual_seed(0)
+    model = SequentialAgentDenoiser(SPEC, DYN).train()
+    before = _snapshot(model)
+    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in _dynamics_batch().items()}
+    batch["next_state"][0, 0] = 1e39
+    _refused(lambda: model.loss(batch), "next_state")
+    _assert_unchanged(model, before)  # the normaliser did not see the overflowing value
+
+
+def test_an_index_less_device_matches_any_index_of_its_type() -> None:
+    from dimalib.utils.checks import check_tensor
+
+    x = torch.zeros(2)
+    assert check_tensor("x", x, device=torch.device("cpu")) is x
+    with pytest.raises(ValueError, match="x: expected a tensor on cpu, received one on meta"):
+        check_tensor("x", x.to("meta"), device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="x: expected a tensor with data"):
+        check_tensor("x", x.to("meta"), finite=True)

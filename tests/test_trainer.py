@@ -219,6 +219,28 @@ def test_resume_reproduces_the_next_epochs_exactly(tmp_path: Path) -> None:
     assert comparable(row) != comparable(straight.history[4])
 
 
+def test_a_copied_checkpoint_reads_its_own_buffer_folder(tmp_path: Path) -> None:
+    import shutil
+
+    cfg = tiny_config()
+    live = tmp_path / "checkpoint.pt"
+    with Trainer("toy", cfg, seed=2) as trainer:
+        for _ in range(3):
+            trainer.run_epoch()
+        trainer.save_checkpoint(live)
+        shutil.copy(live, tmp_path / "best.pt")
+        shutil.copytree(tmp_path / "checkpoint.pt.buffer", tmp_path / "best.pt.buffer")
+        shutil.copy(live, tmp_path / "alone.pt")  # the file without its folder
+        rows = trainer.buffer.state_dict()["data"]["reward"].clone()
+        for _ in range(2):  # the live run goes on: its commits delete the old blocks
+            trainer.run_epoch()
+            trainer.save_checkpoint(live)
+    with Trainer.resume(tmp_path / "best.pt") as best:
+        assert torch.equal(best.buffer.state_dict()["data"]["reward"], rows)
+    with pytest.raises(ValueError, match=r"alone\.pt\.buffer.*does not exist.*copy or move"):
+        Trainer.resume(tmp_path / "alone.pt")
+
+
 def test_collection_policy_actor_or_random_warm_up() -> None:
     stds = {}
     for policy in ("actor", "random"):

@@ -719,12 +719,14 @@ class MAPPO:
         """``[..., O]`` joint observation → ``[..., A]`` joint action in environment units.
 
         The env-to-policy boundary: a floating observation of any precision, on any device, is
-        converted to float32 on the learner's device (explicitly, here); NaN/inf is refused.
+        converted to float32 on the learner's device (explicitly, here); NaN/inf is refused (one
+        host check per call: this is the real-env path, whose observations come from the host;
+        the imagination loop calls the actor directly).
         """
         joint_obs = check_tensor(
-            "joint_obs", joint_obs, last_dim=self.spec.joint_obs_dim, floating=True, finite=True
+            "joint_obs", joint_obs, last_dim=self.spec.joint_obs_dim, floating=True
         )
-        obs = joint_obs.to(device=self.device, dtype=torch.float32)
+        obs = check_finite("joint_obs", joint_obs.to(device=self.device, dtype=torch.float32))
         return self.actor.act(obs, deterministic, generator).action
 
     @torch.no_grad()
@@ -947,7 +949,8 @@ class MAPPO:
         if n_steps == 0:
             raise NonFiniteTrainingError(
                 f"MAPPO: all {skipped} minibatch updates had a non-finite loss or gradient norm "
-                "(NaN/inf); the actor and critic were left as they were. Check the rollout "
+                "(NaN/inf); no optimiser step was taken (the critic's ValueNorm has seen this "
+                "rollout's returns). Check the rollout "
                 "(rewards, values) or lower the learning rates"
             )
         stats = {k: v / n_steps for k, v in sums.items()}

@@ -27,7 +27,7 @@ import torch
 
 from dimalib.data.buffer import BLOCK_ROWS, ReplayBuffer
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.io import atomic_save, file_digest, load_versioned
+from dimalib.utils.io import atomic_save, file_digest, fsync_dir, load_versioned
 
 __all__ = ["BufferStore"]
 
@@ -60,6 +60,7 @@ class BufferStore:
             path = self.folder / f"block-{k:05d}-{self._generation:06d}.dimalib"
             atomic_save({"block": k, "data": buffer.block(k)}, path, kind=_KIND, version=_VERSION)
             blocks[k] = (path.name, file_digest(path))
+        fsync_dir(self.folder)  # the new blocks are on disk before a checkpoint names them
         self._prepared = (blocks, todo)
         return {
             "format": _FORMAT,

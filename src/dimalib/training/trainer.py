@@ -778,11 +778,17 @@ class Trainer:
         self.mappo.load_state_dict(blob["mappo"])
         saved = blob["buffer"]
         if "store" in saved:  # incremental block files beside the checkpoint
-            self.buffer, store = BufferStore.load(
-                path.parent / str(saved["store"]), saved, device=self.device, spec=spec
-            )
-            # later saves to this same path continue the incremental files
-            self._buffer_store = store if store.folder.name == path.name + BUFFER_SUFFIX else None
+            # the folder named after *this* file (a copied or renamed checkpoint reads its own
+            # copy of the blocks, never the folder of the run it was copied from)
+            folder = path.with_name(path.name + BUFFER_SUFFIX)
+            if not folder.is_dir():
+                raise ValueError(
+                    f"path: the replay buffer of {str(path)!r} lives in {str(folder)!r}, which "
+                    f"does not exist (it was written as {saved['store']!r}; copy or move the "
+                    "folder together with the checkpoint)"
+                )
+            self.buffer, store = BufferStore.load(folder, saved, device=self.device, spec=spec)
+            self._buffer_store = store  # later saves to this path continue incrementally
         else:  # a checkpoint written before incremental buffers: the whole buffer inline
             self.buffer = ReplayBuffer.from_state_dict(saved, device=self.device, spec=spec)
         self.imagination.source = self.buffer

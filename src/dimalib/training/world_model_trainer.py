@@ -111,8 +111,10 @@ class WorldModelTrainer:
             bad = ~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach()))
             if fused:  # the fused kernel leaves everything untouched when found_inf is 1
                 opt.found_inf = bad.float()  # type: ignore[attr-defined]
-                opt.step()
-                del opt.found_inf  # type: ignore[attr-defined]
+                try:
+                    opt.step()
+                finally:
+                    del opt.found_inf  # type: ignore[attr-defined]
             elif not bool(bad):  # unfused optimisers (e.g. on MPS): one sync per step
                 opt.step()
             skipped += bad

@@ -89,19 +89,28 @@ def check_tensor(
         raise ValueError(f"{name}: expected dtype {dtype}, received {x.dtype}")
     if (floating or cast is not None) and not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating point tensor, received dtype {x.dtype}")
-    if device is not None and x.device != torch.device(device):
+    if device is not None and not _on(x.device, torch.device(device)):
         raise ValueError(
             f"{name}: expected a tensor on {torch.device(device)}, received one on {x.device}"
         )
+    if cast is not None and x.dtype != cast:
+        x = x.to(cast)  # before the finiteness check: 1e39 in float64 is inf in float32
     if finite:
         check_finite(name, x)
-    if cast is not None and x.dtype != cast:
-        x = x.to(cast)
     return x
+
+
+def _on(actual: torch.device, expected: torch.device) -> bool:
+    """``actual`` is ``expected``; an index-less ``expected`` (``"cuda"``) matches any index."""
+    return actual.type == expected.type and (
+        expected.index is None or actual.index == expected.index
+    )
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     """Raise ``ValueError`` if ``x`` holds NaN or inf; return ``x`` unchanged."""
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: expected a tensor with data, received one on the meta device")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())

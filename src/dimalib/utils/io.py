@@ -29,6 +29,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "file_digest",
+    "fsync_dir",
     "load_versioned",
     "restore_fields",
 ]
@@ -50,11 +51,26 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where unsupported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. Windows, some network file systems
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_save(
