@@ -44,6 +44,7 @@ from dimalib.diffusion import RevealSchedule
 from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
 from dimalib.training.config import (
     PRESETS,
+    ConfigError,
     TrainerConfig,
     env_family,
     trainer_config,
@@ -67,12 +68,13 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------- config overrides
-def override(config: Any, assignment: str) -> Any:
+def override(config: Any, assignment: str, _label: str | None = None) -> Any:
     """``config`` with one (possibly nested) field set: ``"imagination.num_envs=100"``.
 
     The value is a Python literal (``100``, ``0.5``, ``(32, 32)``, ``'random'``, ``None``) or a
     bare word taken as a string.
     """
+    label = assignment if _label is None else _label  # the user's whole FIELD=VALUE
     if "=" not in assignment:
         raise UsageError(f"--set: expected FIELD=VALUE, received {assignment!r}")
     path, text = assignment.split("=", 1)
@@ -83,13 +85,13 @@ def override(config: Any, assignment: str) -> Any:
     head, _, rest = path.strip().partition(".")
     names = [f.name for f in dataclasses.fields(config)] if dataclasses.is_dataclass(config) else []
     if head not in names:
-        raise UsageError(f"--set: unknown field {path!r}; fields here: {names}")
+        raise UsageError(f"--set {label}: unknown field {path!r}; fields here: {names}")
     if rest:
-        value = override(getattr(config, head), f"{rest}={text}")
+        value = override(getattr(config, head), f"{rest}={text}", label)
     try:
         return dataclasses.replace(config, **{head: value})
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"--set {assignment}: {exc}") from exc
+        raise UsageError(f"--set {label}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         trainer, out = build_trainer(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:  # ConfigError: the config does not fit the env
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, FileNotFoundError, ImportError) as exc:

@@ -344,6 +344,11 @@ def _cli_module():  # type: ignore[no-untyped-def]
         (["--device", "gpu0"], "--device: expected a torch device such as 'cpu'"),
         (["--seed", "-1"], "--seed: expected a non-negative integer"),
         (["--resume", "no-such.pt"], "--resume: expected a checkpoint file"),
+        (["--set", "imagination.order=desc"], "--set imagination.order=desc: order: expected one"),
+        (
+            ["--set", "imagination.order=(0, 7)"],
+            "imagination.order / world_model.dynamics.sampler: order: unknown agent 7",
+        ),
     ],
 )
 def test_cli_bad_arguments_are_usage_errors_before_anything_is_written(

@@ -55,6 +55,7 @@ from dimalib.world_model import WorldModelConfig
 
 __all__ = [
     "PRESETS",
+    "ConfigError",
     "EnvFamily",
     "Preset",
     "TrainerConfig",
@@ -71,6 +72,11 @@ PRESETS: tuple[Preset, ...] = ("paper", "cpu")
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, received {value!r}")
+
+
+class ConfigError(ValueError):
+    """A valid config that does not fit the environment it is used with (e.g. an imagination
+    order naming agents the team does not have)."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,8 @@ class TrainerConfig:
         restore_fields(self, state)  # checkpoints saved before newer fields take their defaults
 
     def check_spec(self, spec: MultiAgentSpec) -> None:
-        """Raise ``ValueError`` when a setting does not fit the team ``spec``: the imagination
+        """Raise :class:`ConfigError` (a ``ValueError``) when a setting does not fit the team
+        ``spec``: the imagination
         order and the dynamics model's reveal schedule must name its agents (checked by building
         the sampler's schedule once, so a bad order fails before training, not at the first
         policy epoch)."""
@@ -212,7 +219,7 @@ class TrainerConfig:
                 spec.n_agents, 1, order=self.imagination.order, agent_names=spec.agent_names
             )
         except ValueError as exc:
-            raise ValueError(f"imagination.order / world_model.dynamics.sampler: {exc}") from exc
+            raise ConfigError(f"imagination.order / world_model.dynamics.sampler: {exc}") from exc
 
     @property
     def wm_updates_per_epoch(self) -> int:
