@@ -346,7 +346,7 @@ def _cli_module():  # type: ignore[no-untyped-def]
         (["--resume", "no-such.pt"], "--resume: expected a checkpoint file"),
         (["--set", "imagination.order=desc"], "--set imagination.order=desc: order: expected one"),
         (
-            ["--set", "imagination.order=(0, 7)"],
+            ["--set", "imagination.order=(0, 1, 7)"],
             "imagination.order / world_model.dynamics.sampler: order: unknown agent 7",
         ),
     ],
