@@ -42,6 +42,7 @@ import torch
 
 from dimalib.diffusion import RevealSchedule
 from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
+from dimalib.envs.mamujoco import UnknownEnvError
 from dimalib.training.config import (
     PRESETS,
     ConfigError,
@@ -50,7 +51,7 @@ from dimalib.training.config import (
     trainer_config,
     with_reveal,
 )
-from dimalib.training.trainer import TOY_ENV, Trainer
+from dimalib.training.trainer import TOY_ENV, Trainer, check_env_name
 from dimalib.training.world_model_trainer import NonFiniteTrainingError
 from dimalib.utils.checks import check_device
 
@@ -206,7 +207,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[1:]),
     )  # fmt: skip
-    p.add_argument("--env", help=f"one of {ENV_NAMES} (required unless --resume)")
+    p.add_argument(
+        "--env",
+        help=f"one of {ENV_NAMES} or any MAMuJoCo 'Scenario-Conf' name gymnasium-robotics builds "
+        "(Hopper-3x1, Pusher-3p, Humanoid-9|8, ManySegmentAnt-4x2, ...); required unless --resume",
+    )
     p.add_argument(
         "--total-env-steps", type=int, default=None,
         help="real env steps of the whole run (default: the paper's budget, 1M MAMuJoCo, "
@@ -288,8 +293,10 @@ def build_trainer(args: argparse.Namespace) -> tuple[Trainer, Path]:
         return trainer, out
     if not args.env:
         raise UsageError("--env is required (or --resume PATH)")
-    if args.env not in ENV_NAMES:
-        raise UsageError(f"unknown env {args.env!r}; expected one of: {', '.join(ENV_NAMES)}")
+    try:  # the library's own rule: the named tasks and any MAMuJoCo 'Scenario-Conf' name
+        check_env_name(args.env)
+    except ValueError as exc:
+        raise UsageError(str(exc).removeprefix("env: ")) from None
     if args.seed < 0:
         raise UsageError(f"--seed: expected a non-negative integer, received {args.seed}")
     device = args.device or "cpu"
@@ -322,10 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         trainer, out = build_trainer(args)
-    except (UsageError, ConfigError) as exc:  # ConfigError: the config does not fit the env
+    except (UsageError, ConfigError, UnknownEnvError) as exc:  # the config does not fit the env,
+        # or gymnasium-robotics has no such scenario / partition
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

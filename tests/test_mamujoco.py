@@ -246,3 +246,31 @@ def test_building_an_env_prints_no_mujoco_warning_and_writes_no_log_file(
         "settotalmass" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records
     )
     assert mujoco.get_mju_user_warning() is before  # the handler was only installed for the build
+
+
+@pytest.mark.parametrize(
+    ("name", "n_agents"), [("Pusher-3p", 3), ("Humanoid-9|8", 2), ("Reacher-2x1", 2)]
+)
+def test_every_agent_conf_form_gymnasium_robotics_accepts_is_a_name(
+    name: str, n_agents: int
+) -> None:
+    from dimalib.envs.mamujoco import make_mamujoco_task, parse_mamujoco_name
+
+    assert parse_mamujoco_name(name) == tuple(name.split("-"))
+    env = make_mamujoco_task(name)
+    assert len(env.possible_agents) == n_agents
+
+
+def test_unsupported_scenarios_and_near_misses_get_clear_errors() -> None:
+    from dimalib.envs.mamujoco import UnknownEnvError, make_mamujoco, make_mamujoco_task
+
+    with pytest.raises(UnknownEnvError, match=r"name: .*'InvertedPendulum-1x1'"):
+        make_mamujoco_task("InvertedPendulum-1x1")  # no partition upstream: not listed
+    with pytest.raises(UnknownEnvError, match=r"\(did you mean 'HalfCheetah-2x3'\?\)"):
+        make_mamujoco_task("halfcheetah-2x3")
+    with pytest.raises(UnknownEnvError, match=r"no partition '3x' .*expected one of \['3p'\]"):
+        make_mamujoco("Pusher", "3x")
+    try:  # broken upstream with mujoco 4.0 (gymnasium-robotics 1.4.2): a clear error, no IndexError
+        make_mamujoco("CoupledHalfCheetah", "1p1").reset(seed=0)
+    except RuntimeError as exc:
+        assert "upstream bug of gymnasium-robotics" in str(exc)

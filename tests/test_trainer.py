@@ -320,9 +320,12 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 def test_cli_unknown_env_is_a_usage_error(tmp_path: Path) -> None:
     res = run_cli("--env", "HalfCheetah-9x9", "--out", str(tmp_path / "run"))
-    assert res.returncode == 2
-    assert "unknown env 'HalfCheetah-9x9'" in res.stderr and "Ant-2x4" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no partition '9x9' for HalfCheetah; expected one of ['2x3', '3x2', '6x1']" in res.stderr
     assert not (tmp_path / "run").exists()
+    res = run_cli("--env", "halfcheetah-2x3", "--out", str(tmp_path / "run"))
+    assert res.returncode == 2 and "(did you mean 'HalfCheetah-2x3'?)" in res.stderr
+    assert "Ant-2x4" in res.stderr and not (tmp_path / "run").exists()
 
 
 def _cli_module():  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """Real environments and batched collection.
 
 * :func:`make_env` resolves a task name: the paper's MAMuJoCo tasks (``"HalfCheetah-2x3"``, ...),
-  any ``"Scenario-AxB"`` MAMuJoCo name gymnasium-robotics accepts, and the Bi-DexHands tasks
+  any ``"Scenario-Conf"`` MAMuJoCo name gymnasium-robotics accepts, and the Bi-DexHands tasks
   (``"ShadowHandPen"``, ...; these need Isaac Gym) and their MuJoCo re-implementations
   (``"MjShadowHandPen"``, ...; :mod:`dimalib.envs.mj_dexhands`, no Isaac Gym).
 * :func:`spec_from_env` reads a :class:`~dimalib.spec.MultiAgentSpec` from a PettingZoo
@@ -16,8 +16,11 @@ from typing import Any
 from dimalib.envs.bidexhands import BIDEXHANDS_TASKS, BiDexHandsVecEnv, make_bidexhands
 from dimalib.envs.mamujoco import (
     MAMUJOCO_TASKS,
+    UnknownEnvError,
+    did_you_mean,
     make_mamujoco,
     parse_mamujoco_name,
+    suggest_mamujoco_name,
 )
 from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASK_NAMES
 from dimalib.envs.parallel import ParallelEnvWithState, spec_from_env
@@ -38,6 +41,7 @@ __all__ = [
     "ParallelEnvWithState",
     "StepResult",
     "TransitionSink",
+    "UnknownEnvError",
     "VectorMultiAgentEnv",
     "collect",
     "known_env_names",
@@ -49,7 +53,7 @@ __all__ = [
 
 
 def known_env_names() -> list[str]:
-    """The named tasks :func:`make_env` resolves (plus any MAMuJoCo ``"Scenario-AxB"``)."""
+    """The named tasks :func:`make_env` resolves (plus any MAMuJoCo ``"Scenario-Conf"``)."""
     return [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES]
 
 
@@ -88,7 +92,8 @@ def make_env(name: str, **kwargs: Any) -> Any:
     parsed = parse_mamujoco_name(name)
     if parsed is not None:
         return make_mamujoco(*parsed, **kwargs)
-    raise ValueError(
-        f"name: expected one of {known_env_names()} or a MAMuJoCo 'Scenario-AxB' name "
-        f"(e.g. 'Hopper-3x1'), received {name!r}"
+    raise UnknownEnvError(
+        f"name: expected one of {known_env_names()} or a MAMuJoCo 'Scenario-Conf' name "
+        f"(e.g. 'Hopper-3x1', 'Pusher-3p'), received {name!r}"
+        + (did_you_mean(name, known_env_names()) or suggest_mamujoco_name(name))
     )

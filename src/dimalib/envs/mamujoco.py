@@ -24,10 +24,12 @@ The returns are comparable in trend, not digit for digit, with the paper's gym-0
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from dimalib.envs._mujoco_log import mujoco_warnings_to_logging
@@ -35,15 +37,19 @@ from dimalib.envs.parallel import spec_from_env
 
 __all__ = [
     "CUSTOM_PARTITIONS",
+    "KNOWN_CONFS",
     "MAMUJOCO_SCENARIOS",
     "MAMUJOCO_TASKS",
     "FlatMaMuJoCo",
+    "UnknownEnvError",
     "custom_factorization",
+    "did_you_mean",
     "flat_stepper",
     "make_mamujoco",
     "make_mamujoco_task",
     "parse_mamujoco_name",
     "spec_from_env",
+    "suggest_mamujoco_name",
 ]
 
 #: The paper's seven MAMuJoCo tasks: name → (scenario, agent_conf).
@@ -57,7 +63,10 @@ MAMUJOCO_TASKS: dict[str, tuple[str, str]] = {
     "Ant-4x2": ("Ant", "4x2"),
 }
 
-#: Scenarios gymnasium-robotics' ``mamujoco_v1`` knows (1.4.x).
+#: Scenarios gymnasium-robotics' ``mamujoco_v1`` builds (1.4.x). Its ``InvertedPendulum`` and
+#: ``InvertedDoublePendulum`` have no agent partition upstream ("UNKNOWN label environment"), so
+#: they are not listed; ``CoupledHalfCheetah`` is listed but fails inside gymnasium-robotics 1.4.2
+#: with mujoco 4.0 (an ``IndexError`` in ``obsk.py``), which :func:`make_mamujoco` reports.
 MAMUJOCO_SCENARIOS: tuple[str, ...] = (
     "Ant",
     "HalfCheetah",
@@ -68,12 +77,28 @@ MAMUJOCO_SCENARIOS: tuple[str, ...] = (
     "Swimmer",
     "Pusher",
     "Walker2d",
-    "InvertedPendulum",
-    "InvertedDoublePendulum",
     "ManySegmentSwimmer",
     "ManySegmentAnt",
     "CoupledHalfCheetah",
 )
+
+#: The agent_conf values gymnasium-robotics' ``obsk.get_parts_and_edges`` accepts per scenario
+#: (``ManySegmentSwimmer``/``ManySegmentAnt`` take any ``"<agents>x<segments>"``), plus dimalib's
+#: :data:`CUSTOM_PARTITIONS`; used for the error message only: gymnasium-robotics decides.
+KNOWN_CONFS: dict[str, tuple[str, ...]] = {
+    "Ant": ("2x4", "2x4d", "4x2"),
+    "HalfCheetah": ("2x3", "3x2", "6x1"),
+    "Hopper": ("3x1",),
+    "HumanoidStandup": ("9|8",),
+    "Humanoid": ("9|8",),
+    "Reacher": ("2x1",),
+    "Swimmer": ("2x1",),
+    "Pusher": ("3p",),
+    "Walker2d": ("2x3", "3x2"),
+    "ManySegmentSwimmer": ("<agents>x<segments>",),
+    "ManySegmentAnt": ("<agents>x<segments>",),
+    "CoupledHalfCheetah": ("1p1",),
+}
 
 #: Partitions gymnasium-robotics lacks: (scenario, agent_conf) → (base conf whose graph supplies
 #: the nodes, groups of node labels, one group per agent, in agent order).
@@ -94,7 +119,24 @@ CUSTOM_PARTITIONS: dict[tuple[str, str], tuple[str, tuple[tuple[str, ...], ...]]
 
 logger = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)-(\d+[x|]\d+[A-Za-z]*)$")  # "2x3", "2x4d", "9|8"
+# "2x3", "2x4d", "9|8", "3p", "1p1": every agent_conf form gymnasium-robotics uses
+_NAME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)-(\d+(?:x\d+[A-Za-z]*|\|\d+|p\d*))$")
+
+
+class UnknownEnvError(ValueError):
+    """A scenario or agent partition that gymnasium-robotics does not build."""
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the closest of ``choices`` (case-insensitive), or ``""``."""
+    close = _closest(name, choices)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def _closest(name: str, choices: Sequence[str]) -> str | None:
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
 
 
 def _import_mamujoco() -> Any:
@@ -165,8 +207,9 @@ def make_mamujoco(
         ValueError: unknown scenario or a partition gymnasium-robotics rejects.
     """
     if scenario not in MAMUJOCO_SCENARIOS:
-        raise ValueError(
+        raise UnknownEnvError(
             f"scenario: expected one of {list(MAMUJOCO_SCENARIOS)}, received {scenario!r}"
+            + did_you_mean(scenario, MAMUJOCO_SCENARIOS)
         )
     if max_episode_steps is not None:
         if max_episode_steps < 1:
@@ -182,9 +225,15 @@ def make_mamujoco(
             return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
     except Exception as exc:
         if "UNKNOWN partitioning config" in str(exc):
-            raise ValueError(
-                f"agent_conf: gymnasium-robotics has no partition {agent_conf!r} for {scenario} "
-                f"({exc}); dimalib adds {sorted(c for s, c in CUSTOM_PARTITIONS if s == scenario)}"
+            raise UnknownEnvError(
+                f"agent_conf: gymnasium-robotics has no partition {agent_conf!r} for {scenario}; "
+                f"expected one of {list(KNOWN_CONFS.get(scenario, ()))} ({exc})"
+            ) from exc
+        if scenario == "CoupledHalfCheetah" and isinstance(exc, IndexError):
+            raise RuntimeError(
+                "CoupledHalfCheetah fails inside gymnasium-robotics (IndexError in "
+                f"multiagent_mujoco/obsk.py: {exc}) with mujoco {_mujoco_version()}; it is an "
+                "upstream bug of gymnasium-robotics with this mujoco version, not of dimalib"
             ) from exc
         raise
 
@@ -200,14 +249,37 @@ def parse_mamujoco_name(name: str) -> tuple[str, str] | None:
 
 
 def make_mamujoco_task(name: str, **kwargs: Any) -> Any:
-    """Build a MAMuJoCo env from a ``"Scenario-AxB"`` name (the seven paper tasks or any other)."""
+    """Build a MAMuJoCo env from a ``"Scenario-Conf"`` name: the seven paper tasks or any
+    scenario with an agent_conf gymnasium-robotics accepts (``"Hopper-3x1"``, ``"Pusher-3p"``,
+    ``"Humanoid-9|8"``, ``"ManySegmentAnt-4x2"``, ...)."""
     parsed = parse_mamujoco_name(name)
     if parsed is None:
-        raise ValueError(
-            f"name: expected a MAMuJoCo 'Scenario-AxB' name such as {list(MAMUJOCO_TASKS)}, "
-            f"received {name!r}"
+        raise UnknownEnvError(
+            f"name: expected a MAMuJoCo 'Scenario-Conf' name such as {list(MAMUJOCO_TASKS)}, "
+            f"received {name!r}" + suggest_mamujoco_name(name)
         )
     return make_mamujoco(*parsed, **kwargs)
+
+
+def suggest_mamujoco_name(name: str) -> str:
+    """A "did you mean" for a near miss of a MAMuJoCo name (``"halfcheetah-2x3"``,
+    ``"Pusher-3x"``), or ``""``."""
+    names = [f"{sc}-{c}" for sc, confs in KNOWN_CONFS.items() for c in confs if c[0] != "<"]
+    close = _closest(name, names)
+    if close is None:  # the scenario alone, keeping the given partition
+        scenario, dash, conf = name.partition("-")
+        close = _closest(scenario, MAMUJOCO_SCENARIOS)
+        close = None if close is None else close + dash + conf
+    return f" (did you mean {close!r}?)" if close and close != name else ""
+
+
+def _mujoco_version() -> str:
+    try:
+        import mujoco
+
+        return str(mujoco.__version__)
+    except ImportError:  # pragma: no cover
+        return "(not installed)"
 
 
 # --------------------------------------------------------------------------- flat fast path

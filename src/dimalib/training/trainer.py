@@ -63,7 +63,7 @@ from dimalib.envs import (
     make_env,
 )
 from dimalib.envs.bidexhands import BiDexHandsVecEnv, make_bidexhands
-from dimalib.envs.mamujoco import parse_mamujoco_name
+from dimalib.envs.mamujoco import did_you_mean, parse_mamujoco_name, suggest_mamujoco_name
 from dimalib.envs.toy import CoupledPointMasses
 from dimalib.envs.vector import BatchedMultiAgentEnv
 from dimalib.imagination.env import ImaginationEnv
@@ -112,7 +112,7 @@ class RealVectorEnv(BatchedMultiAgentEnv, Protocol):
 def known_trainer_envs() -> list[str]:
     """Env names :class:`Trainer` accepts by name: ``"toy"``, the seven MAMuJoCo tasks of the
     paper, the four Bi-DexHands tasks and their four MuJoCo re-implementations
-    (``"MjShadowHand..."``; any other MAMuJoCo ``"Scenario-AxB"`` works too)."""
+    (``"MjShadowHand..."``; any other MAMuJoCo ``"Scenario-Conf"`` works too)."""
     return [TOY_ENV, *known_env_names()]
 
 
@@ -130,7 +130,8 @@ def check_env_name(name: str) -> None:
         return
     raise ValueError(
         f"env: unknown environment {name!r}; expected one of {known_trainer_envs()} "
-        "(or another MAMuJoCo 'Scenario-AxB' name such as 'Hopper-3x1')"
+        "(or another MAMuJoCo 'Scenario-Conf' name such as 'Hopper-3x1' or 'Pusher-3p')"
+        + (did_you_mean(name, known_trainer_envs()) or suggest_mamujoco_name(name))
     )
 
 
