@@ -125,7 +125,8 @@ def main() -> None:
     imagined = ImaginationEnv(
         wm, buffer, ImaginationConfig(num_envs=args.rollouts, horizon=args.horizon), seed=args.seed
     )
-    venv = VectorImaginationEnv(imagined)  # any Gymnasium-vector learner plugs in here
+    # any Gymnasium-vector learner plugs in here; torch outputs for this torch learner
+    venv = VectorImaginationEnv(imagined, as_numpy=False)
     policy = IndependentGaussian(spec.obs_dims, spec.action_dims)
     initial = IndependentGaussian(spec.obs_dims, spec.action_dims)
     initial.load_state_dict(policy.state_dict())

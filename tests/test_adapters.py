@@ -271,7 +271,7 @@ def test_vector_shapes_dtypes_and_values(wm: DIMAWorldModel, as_numpy: bool) -> 
 
 def test_vector_next_step_autoreset_at_the_horizon(wm: DIMAWorldModel) -> None:
     n = 3
-    venv = VectorImaginationEnv(_env(wm, n, horizon=2, seed=None))
+    venv = VectorImaginationEnv(_env(wm, n, horizon=2, seed=None), as_numpy=False)
     direct = _env(wm, n, horizon=2, seed=None)
     with pytest.raises(ValueError, match="step: call reset"):
         venv.step(torch.zeros(n, ACT))
@@ -301,13 +301,33 @@ def test_vector_next_step_autoreset_at_the_horizon(wm: DIMAWorldModel) -> None:
 def test_vector_termination_is_sticky_and_masked_by_active() -> None:
     wm = _world_model()
     _terminate_always(wm)
-    venv = VectorImaginationEnv(_env(wm, 2, horizon=3))
+    venv = VectorImaginationEnv(_env(wm, 2, horizon=3), as_numpy=False)
     venv.reset()
     _, rew1, term1, _, info1 = venv.step(torch.zeros(2, ACT))
     _, rew2, term2, _, info2 = venv.step(torch.zeros(2, ACT))
     assert bool(term1.all()) and bool(info1["active"].all()) and bool((rew1 != 0).all())
     assert bool(term2.all()) and not bool(info2["active"].any())
     assert torch.equal(rew2, torch.zeros(2))
+
+
+def test_vector_view_works_with_gymnasium_vector_wrappers_by_default(wm: DIMAWorldModel) -> None:
+    from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
+
+    n, horizon = 3, 2
+    venv = NormalizeObservation(RecordEpisodeStatistics(VectorImaginationEnv(
+        _env(wm, n, horizon=horizon, seed=1))))  # fmt: skip
+    direct = _env(wm, n, horizon=horizon, seed=1)
+    obs, _ = venv.reset(seed=1)
+    direct.reset(seed=1)
+    assert isinstance(obs, np.ndarray) and obs.shape == (n, OBS)
+    total = torch.zeros(n)
+    for t in range(horizon):
+        act = _actions(n, t)
+        obs, _, _, trunc, info = venv.step(act.numpy())
+        total += direct.step(act).reward
+    assert bool(np.all(trunc)) and "episode" in info
+    np.testing.assert_allclose(info["episode"]["r"], total.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(info["episode"]["l"], np.full(n, horizon))
 
 
 # --------------------------------------------------------------------------- HARL

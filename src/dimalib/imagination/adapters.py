@@ -320,7 +320,9 @@ class VectorImaginationEnv(VectorEnv[Any, Any, Any]):
 
     Args:
         imagination_env: the imagined environment.
-        as_numpy: return numpy arrays instead of torch tensors.
+        as_numpy: return numpy arrays (default: what Gymnasium's vector wrappers such as
+            ``RecordEpisodeStatistics`` and ``NormalizeObservation`` expect); ``False`` returns
+            torch tensors on the world model's device, for torch learners (no host copies).
 
     Spaces: ``single_observation_space`` is the unbounded float32 ``Box`` of the joint
     observation ``[O]`` (agents concatenated in spec order), ``single_action_space`` the float32
@@ -328,8 +330,8 @@ class VectorImaginationEnv(VectorEnv[Any, Any, Any]):
     ``action_space`` are their ``[N, ...]`` batched versions.
 
     ``reset(seed=, options=) -> (obs [N, O], infos)`` and ``step(actions [N, A]) -> (obs [N, O],
-    rewards [N], terminations [N] bool, truncations [N] bool, infos)``. Outputs are torch tensors
-    on the world model's device (float32 and bool), or numpy arrays with ``as_numpy=True``;
+    rewards [N], terminations [N] bool, truncations [N] bool, infos)``. Outputs are numpy arrays
+    (float32 and bool), or torch tensors on the world model's device with ``as_numpy=False``;
     ``actions`` may be a tensor (any device, floating) or an array-like. ``infos`` holds
     ``"state"`` ``[N, S]`` (the global state), ``"termination_prob"`` ``[N]`` (the predicted
     ``γ_t``; 0 after a reset) and, from ``step``, ``"active"`` ``[N]`` bool (the transition belongs
@@ -349,7 +351,7 @@ class VectorImaginationEnv(VectorEnv[Any, Any, Any]):
         "render_modes": [],
     }
 
-    def __init__(self, imagination_env: ImaginationEnv, *, as_numpy: bool = False) -> None:
+    def __init__(self, imagination_env: ImaginationEnv, *, as_numpy: bool = True) -> None:
         env = _check_env(imagination_env)
         self.imagination_env = env
         self.multi_agent_spec = spec = env.spec
