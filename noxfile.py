@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s slow`, `nox -s lint`, `nox -s typecheck`, `nox -s bench`.
+"""Developer sessions: `nox -s tests`, `slow`, `lint`, `typecheck`, `bench`, `docs`.
 
 Every session installs the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA
 build), then the project.
@@ -58,3 +58,11 @@ def bench(session: nox.Session) -> None:
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs-material + mkdocstrings) with --strict into site/."""
+    _install(session, extras="docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", *session.posargs)

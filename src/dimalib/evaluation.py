@@ -256,7 +256,8 @@ def action_effects(
         delta: half-width of the per-entry perturbation.
         scale: ``[S]`` per-entry scale of the state (e.g. the data's std) so every entry counts
             alike; default 1.
-        order, reveal: the schedule to measure (default: the model's).
+        order: the conditioning order to measure (default: the model's).
+        reveal: the reveal schedule to measure (default: the model's).
         seed: seeds the perturbations and the model's start noise.
 
     Returns:

@@ -57,7 +57,7 @@ class MultiAgentSpec:
         action_low: lower action bound, a scalar or one value per joint-action entry.
         action_high: upper action bound, a scalar or one value per joint-action entry.
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(4, 6), action_dims=(2, 3), state_dim=8)
         >>> spec.joint_action_dim, spec.max_action_dim
         (5, 3)

@@ -58,7 +58,7 @@ class DIMAWorldModel(nn.Module):
         reward_model: :class:`RewardTerminationGPT`.
         decoder: :class:`FSQStateDecoder`.
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), (4, 4), (2, 2), state_dim=6)
         >>> wm = DIMAWorldModel(spec)
         >>> wm.dynamics.config.context

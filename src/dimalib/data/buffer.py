@@ -106,7 +106,7 @@ class ReplayBuffer:
     Floating data are stored as float32, flags as bool and episode ids as int64: about
     ``4 * (2S + 2O + A + 1) + 10`` bytes per transition (see :attr:`nbytes`).
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(3, 3), action_dims=(1, 1), state_dim=4)
         >>> buf = ReplayBuffer(spec, capacity=100, num_streams=2)
         >>> z = torch.zeros

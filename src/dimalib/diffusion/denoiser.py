@@ -322,7 +322,7 @@ class SequentialAgentDenoiser(_Denoiser):
     the default: every agent's effect kept, see docs/design.md) or the paper's one agent per
     step (eq. 9, ``RevealSchedule("sequential")``).
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), (4, 4), (2, 3), state_dim=6)
         >>> model = SequentialAgentDenoiser(spec)
         >>> s, a = torch.zeros(5, 3, 6), torch.zeros(5, 3, 5)

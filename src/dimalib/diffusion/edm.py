@@ -44,7 +44,7 @@ class EDMPreconditioner:
 
     Every method broadcasts over a batch: pass ``sigma`` of any shape, get tensors of that shape.
 
-    Example:
+    Examples:
         >>> edm = EDMPreconditioner()
         >>> c = edm.coefficients(torch.tensor([0.5]))
         >>> round(float(c.c_skip), 3), round(float(c.c_out), 4)

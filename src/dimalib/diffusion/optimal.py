@@ -58,8 +58,9 @@ class LinearGaussianDenoiser:
         noise_cov: ``[S, S]`` covariance ``Σ_ε`` of the next-state noise.
         action_mean: ``[A]`` mean of the data's actions; action_var: ``[A]`` their variance
             (independent entries).
-        state_mean, state_std: ``[S]`` the model-space normalisation (use the data's statistics,
-            as a learned denoiser's running normaliser would).
+        state_mean: ``[S]`` the model-space normalisation's mean (use the data's statistics, as
+            a learned denoiser's running normaliser would).
+        state_std: ``[S]`` its standard deviation.
         sigma_data: EDM's ``σ_data`` (App. B: 0.5).
         sampler: the sampler settings (steps, σs, order, reveal schedule).
         context: ``L`` (only the last state matters; kept for the prediction API).

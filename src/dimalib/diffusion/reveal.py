@@ -201,7 +201,7 @@ class RevealSchedule:
         train_sizes: cumulative and explicit: the set size the schedule uses at the nearest
             sampler σ (``"matched"``, default) or uniform sizes at every σ (``"uniform"``).
 
-    Example:
+    Examples:
         >>> RevealSchedule("cumulative").masks(2, torch.tensor([5.0, 0.84, 0.08, 0.002, 0.0]))
         tensor([[False,  True],
                 [ True,  True],
@@ -298,8 +298,8 @@ class RevealSchedule:
             n_agents: team size ``n``.
             sigmas: ``[N + 1]`` the sampler's noise levels (the cumulative kind reads them).
             order: the conditioning order (sequential and cumulative kinds).
-            batch_size, per_sample: with ``order="random"`` and ``per_sample=True``, one random
-                order per sample.
+            batch_size: the number of samples (one random order each with ``per_sample``).
+            per_sample: with ``order="random"``, draw one random order per sample.
             agent_names: lets orders and sets name agents.
             generator: draws a random order.
 

@@ -89,7 +89,7 @@ class LinearGaussianSystem:
         """The audit system: ``A = decay·Q`` (``Q`` random orthogonal), each agent adding
         ``agent_variance`` (summed over the state) to the next state's variance.
 
-        Example:
+        Examples:
             >>> system = LinearGaussianSystem.random((2, 3), seed=0)
             >>> system.spec.action_dims, tuple(system.B.shape)
             ((2, 3), (10, 5))

@@ -68,7 +68,7 @@ class MuJoCoStepper:
     Args:
         env_name: a MAMuJoCo task name (``"HalfCheetah-2x3"``, ``"Ant-2x4"``, ...).
 
-    Example:
+    Examples:
         >>> stepper = MuJoCoStepper("HalfCheetah-2x3")  # doctest: +SKIP
         >>> next_state = stepper(states[:, -1], actions[:, -1])  # doctest: +SKIP
     """

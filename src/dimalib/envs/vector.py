@@ -376,7 +376,7 @@ class VectorMultiAgentEnv:
             (:class:`dimalib.envs.mamujoco.FlatMaMuJoCo`: same values as the dict API, without its
             per-agent Python loops) where it applies; ``False`` always uses the PettingZoo dicts.
 
-    Example:
+    Examples:
         >>> venv = VectorMultiAgentEnv([lambda: make_env("HalfCheetah-2x3")] * 4)  # doctest: +SKIP
         >>> state, obs = venv.reset(seed=0)          # [4, 17], [4, 24]
         >>> out = venv.step(torch.zeros(4, 6))       # StepResult of [4, ...] tensors

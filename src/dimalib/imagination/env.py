@@ -115,7 +115,7 @@ class ImaginationEnv:
         config: rollout count, horizon, order and the rules above.
         seed: seeds the generators of the start-context sampling and of the sampler's noise.
 
-    Example:
+    Examples:
         >>> env = ImaginationEnv(world_model, buffer)  # doctest: +SKIP
         >>> obs, state = env.reset(seed=0)  # doctest: +SKIP
         >>> out = env.step(policy(obs))  # doctest: +SKIP

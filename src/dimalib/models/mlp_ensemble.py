@@ -84,7 +84,7 @@ class ProbabilisticEnsemble(nn.Module):
         spec: the environment's agents, actions and global state.
         config: sizes (defaults: MBPO's).
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), (4, 4), (2, 3), state_dim=6)
         >>> model = ProbabilisticEnsemble(spec)
         >>> model.predict_next_state(torch.zeros(8, 3, 6), torch.zeros(8, 3, 5)).shape

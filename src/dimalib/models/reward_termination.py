@@ -282,7 +282,7 @@ class RewardTerminationGPT(nn.Module):
     only. Sequences longer than ``max_steps`` are rejected with ``ValueError`` (there is no hidden
     sliding window: crop the context yourself).
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(4, 4), action_dims=(2, 3), state_dim=8)
         >>> model = RewardTerminationGPT(spec, RewardTerminationConfig(n_layer=1, n_embd=32))
         >>> reward, logit = model(torch.zeros(2, 5, 8), torch.zeros(2, 5, 5))

@@ -114,7 +114,7 @@ class FSQStateDecoder(nn.Module):
 
     Every method accepts any number of leading batch dimensions.
 
-    Example:
+    Examples:
         >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(3, 5), action_dims=(1, 1), state_dim=6)
         >>> dec = FSQStateDecoder(spec, StateDecoderConfig(hidden_dim=32))
         >>> [tuple(o.shape) for o in dec.decode(torch.zeros(4, 6))]

@@ -404,7 +404,7 @@ class Trainer:
         wm_epochs: epochs with world-model training. ``policy_epochs``: epochs with policy updates.
         history: one metrics dict per completed epoch.
 
-    Example:
+    Examples:
         >>> trainer = Trainer("HalfCheetah-2x3", trainer_config("cpu"), log_dir="runs/x")  # doctest: +SKIP
         >>> while trainer.env_steps < 30_000:  # doctest: +SKIP
         ...     row = trainer.run_epoch()
