@@ -135,6 +135,14 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
+    def phase(self, name: str) -> None:
+        """Within an epoch (a paper-preset epoch takes minutes): the phase now running, on a
+        terminal only (logs keep one line per epoch)."""
+        if self._bar is not None:
+            self._bar.set_description_str(name, refresh=True)
+        elif self._tty:
+            print(f"\r  ... {name}".ljust(100), end="", file=sys.stderr, flush=True)
+
     def update(self, trainer: Trainer, row: Mapping[str, float]) -> None:
         last = trainer.last_eval
         ret = (
@@ -359,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
              "config": trainer.config.to_dict()}, indent=2, default=str))  # fmt: skip
         ckpt = out / CHECKPOINT
         progress = Progress(total, trainer.env_steps)
+        trainer.on_phase = progress.phase
         start = time.perf_counter()
         status = 0
         with GracefulInterrupt() as interrupt:

@@ -519,3 +519,17 @@ def test_model_free_mappo_baseline_runs(tmp_path: Path) -> None:
     assert [r["env_steps"] for r in rows] == ["200", "400"]
     assert float(rows[-1]["eval/length_mean"]) == 60 and rows[0]["eval/return_mean"] == ""
     assert (out / "mappo.pt").is_file()
+
+
+def test_on_phase_reports_every_phase_of_an_epoch_in_order() -> None:
+    seen: list[str] = []
+    with Trainer("toy", tiny_config(), seed=0) as trainer:
+        trainer.on_phase = seen.append
+        for _ in range(3):  # epoch 3: world model, policy learning and an evaluation
+            seen.clear()
+            trainer.run_epoch(force_eval=True)
+    n = trainer.config.policy_updates_per_epoch
+    assert seen == [
+        "collect", "world model: decoder", "world model: dynamics", "world model: reward",
+        *(f"imagination {k}/{n}" for k in range(1, n + 1)), "evaluation",
+    ]  # fmt: skip

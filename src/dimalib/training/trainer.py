@@ -483,6 +483,9 @@ class Trainer:
         self._metrics: MetricsLogger | None = None
         self._true_dynamics: Any = None  # built on first use by world_model_fidelity
         self._session_start = time.perf_counter()
+        # called with the name of each phase as it starts ("collect", "world model: decoder",
+        # ..., "imagination 2/4", "evaluation"): a progress display for long epochs
+        self.on_phase: Callable[[str], None] | None = None
         self._session_steps = 0
         logger.info(
             "Trainer: %s, %d agents, obs %s, actions %s, state %d; world model %.2fM parameters",
@@ -545,9 +548,15 @@ class Trainer:
     def _train_world_model(self) -> dict[str, float]:
         if self.wm_epochs == 0:
             self._init_normalizer()
-        metrics = self.wm_trainer.train_epoch(self.buffer)
+        metrics = self.wm_trainer.train_epoch(
+            self.buffer, on_phase=lambda name: self._phase(f"world model: {name}")
+        )
         self.wm_epochs += 1
         return {f"wm/{k}": v for k, v in metrics.items()}
+
+    def _phase(self, name: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(name)
 
     def _learn_in_imagination(self) -> dict[str, float]:
         """Algorithm 1 ``update_actor_critic``, ``policy_updates_per_epoch`` times."""
@@ -555,6 +564,7 @@ class Trainer:
         sums: dict[str, float] = {}
         n = cfg.policy_updates_per_epoch
         for k in range(n):
+            self._phase(f"imagination {k + 1}/{n}")
             rollout = self.mappo.collect_imagined_rollout(
                 self.imagination,
                 generator=self.policy_generator,
@@ -615,6 +625,7 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         row: dict[str, float] = {}
+        self._phase("collect")
         row.update(self._collect())
         t_collect = time.perf_counter()
         if len(self.buffer) >= cfg.wm_warmup_transitions:
@@ -625,6 +636,7 @@ class Trainer:
         t_policy = time.perf_counter()
         self.epoch += 1
         if force_eval or self.env_steps >= self.next_eval:
+            self._phase("evaluation")
             row.update(self.evaluate())
             row.update(self.world_model_fidelity())
             while self.next_eval <= self.env_steps:

@@ -169,14 +169,30 @@ class WorldModelTrainer:
             wm.reward_loss, wm.reward_model, cfg.reward_grad_clip,
         )  # fmt: skip
 
-    def train_epoch(self, buffer: ReplayBuffer, steps: int | None = None) -> dict[str, float]:
-        """Decoder, then dynamics, then reward model: ``steps`` (default Table 4's 200) each."""
+    def train_epoch(
+        self,
+        buffer: ReplayBuffer,
+        steps: int | None = None,
+        *,
+        on_phase: Callable[[str], None] | None = None,
+    ) -> dict[str, float]:
+        """Decoder, then dynamics, then reward model: ``steps`` (default Table 4's 200) each.
+
+        ``on_phase(name)`` is called before each phase (``"decoder"``, ``"dynamics"``,
+        ``"reward"``), e.g. for a progress display.
+        """
         if len(buffer) == 0:
             raise ValueError("buffer: expected stored transitions, received an empty buffer")
         n = self.config.steps_per_epoch if steps is None else steps
-        metrics = self.train_decoder(buffer, n)
-        metrics.update(self.train_dynamics(buffer, n))
-        metrics.update(self.train_reward(buffer, n))
+        metrics: dict[str, float] = {}
+        for name, phase in (
+            ("decoder", self.train_decoder),
+            ("dynamics", self.train_dynamics),
+            ("reward", self.train_reward),
+        ):
+            if on_phase is not None:
+                on_phase(name)
+            metrics.update(phase(buffer, n))
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
