@@ -415,7 +415,7 @@ def test_torchrl_env_specs_and_values(wm: DIMAWorldModel) -> None:
 
     from dimalib.imagination.torchrl_env import TorchRLImaginationEnv
 
-    env = TorchRLImaginationEnv(_env(wm, 3, horizon=4, seed=0))
+    env = TorchRLImaginationEnv(_env(wm, 3, horizon=4, seed=0), group_map="all_in_one")
     check_env_specs(env, break_when_any_done="both")
 
     env.set_seed(6)
@@ -451,7 +451,9 @@ def test_torchrl_partial_reset_keeps_terminated_rollouts_absorbing(wm: DIMAWorld
     probs = ref_env.step(joint).termination_prob.sort().values
     assert bool(probs[1] < probs[2]), "need distinct termination probabilities"
     threshold = float(probs[1] + probs[2]) / 2  # two rollouts terminate on the first step
-    env = TorchRLImaginationEnv(_env(wm, n, horizon=4, seed=1, termination_threshold=threshold))
+    env = TorchRLImaginationEnv(
+        _env(wm, n, horizon=4, seed=1, termination_threshold=threshold), group_map="all_in_one"
+    )
     padded = torch.zeros(n, 2, 3)
     padded[:, 0, :2], padded[:, 1, :] = joint[:, :2], joint[:, 2:]
 
@@ -468,6 +470,37 @@ def test_torchrl_partial_reset_keeps_terminated_rollouts_absorbing(wm: DIMAWorld
     # a partial reset may not name a live rollout
     with pytest.raises(ValueError, match="restart together"):
         env.reset(TensorDict({"_reset": (~first)[:, None]}, batch_size=[n]))
+
+
+def test_torchrl_one_group_per_agent_has_no_dummy_action_entries(wm: DIMAWorldModel) -> None:
+    pytest.importorskip("torchrl")
+    from torchrl.envs.utils import check_env_specs
+
+    from dimalib.imagination.torchrl_env import TorchRLImaginationEnv
+
+    env = TorchRLImaginationEnv(_env(wm, 3, horizon=4, seed=0))  # heterogeneous: auto
+    assert env.group_map == "one_per_agent"
+    check_env_specs(env, break_when_any_done="both")
+    names = SPEC.agent_names
+    for i, name in enumerate(names):
+        assert env.action_spec[name, "action"].shape == (3, 1, SPEC.action_dims[i])
+        assert env.observation_spec[name, "observation"].shape == (3, 1, SPEC.obs_dims[i])
+    env.set_seed(6)
+    direct = _env(wm, 3, horizon=4, seed=6)
+    td = env.reset()
+    d_obs, _ = direct.reset()
+    for name, part in zip(names, SPEC.split_obs(d_obs), strict=True):
+        assert torch.equal(td[name, "observation"][:, 0], part)
+    joint = _actions(3, 0)
+    for name, part in zip(names, SPEC.split_actions(joint), strict=True):
+        td[name, "action"] = part[:, None]
+    nxt = env.step(td)["next"]
+    ref = direct.step(joint)
+    for name, part in zip(names, SPEC.split_obs(ref.obs), strict=True):
+        assert torch.equal(nxt[name, "observation"][:, 0], part)
+        assert torch.equal(nxt[name, "reward"][:, 0, 0], ref.reward)
+    with pytest.raises(ValueError, match="group_map: expected 'auto'"):
+        TorchRLImaginationEnv(_env(wm, 3, horizon=4), group_map="per_agent")  # type: ignore[arg-type]
 
 
 def test_torchrl_module_without_torchrl_says_how_to_install(

@@ -7,7 +7,7 @@ imports this module, so dimalib works without TorchRL.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,8 +33,17 @@ class TorchRLImaginationEnv(EnvBase):
 
     Args:
         imagination_env: the imagined environment; the TorchRL env lives on its device.
+        group_map: TorchRL's multi-agent grouping (its ``MarlGroupMapType``).
+            ``"one_per_agent"``: one group per agent, named after it, with the agent's own
+            observation and action sizes (``[N, 1, obs_dims[i]]``, ``[N, 1, action_dims[i]]``),
+            so a policy samples no dummy action entries. ``"all_in_one"``: one ``"agents"``
+            group of shape ``[N, n_agents]``, padded to the largest sizes (below). Default
+            ``"auto"``: all in one when every agent has the same observation and action size,
+            one per agent otherwise.
 
-    Keys (TorchRL's multi-agent layout, one ``"agents"`` group of shape ``[N, n_agents]``):
+    Keys with ``group_map="one_per_agent"``: ``(name, "observation" | "action" | "reward" |
+    "done" | "terminated" | "truncated")`` per agent, shapes ``[N, 1, ...]``, plus the root keys
+    below. Keys with ``"all_in_one"`` (one ``"agents"`` group of shape ``[N, n_agents]``):
 
     * ``("agents", "observation")`` ``[N, n_agents, max_obs]`` float32: agent ``i``'s observation
       in ``[..., i, :obs_dims[i]]``, zero padded;
@@ -55,7 +64,17 @@ class TorchRLImaginationEnv(EnvBase):
     absorbing).
     """
 
-    def __init__(self, imagination_env: ImaginationEnv) -> None:
+    def __init__(
+        self,
+        imagination_env: ImaginationEnv,
+        *,
+        group_map: Literal["auto", "all_in_one", "one_per_agent"] = "auto",
+    ) -> None:
+        if group_map not in ("auto", "all_in_one", "one_per_agent"):
+            raise ValueError(
+                "group_map: expected 'auto', 'all_in_one' or 'one_per_agent', received "
+                f"{group_map!r}"
+            )
         if not isinstance(imagination_env, ImaginationEnv):
             raise ValueError(
                 "imagination_env: expected an ImaginationEnv, received "
@@ -68,6 +87,11 @@ class TorchRLImaginationEnv(EnvBase):
         )
         self.imagination_env = env
         self.multi_agent_spec = spec = env.spec
+        if group_map == "auto":
+            same = len(set(spec.obs_dims)) == 1 and len(set(spec.action_dims)) == 1
+            group_map = "all_in_one" if same else "one_per_agent"
+        self.group_map = group_map
+        self._groups = ("agents",) if group_map == "all_in_one" else tuple(spec.agent_names)
         k, dev = spec.n_agents, env.device
         m_obs, m_act = spec.max_obs_dim, spec.max_action_dim
         dims = spec.obs_dims
@@ -86,6 +110,13 @@ class TorchRLImaginationEnv(EnvBase):
 
         def flags(*shape: int) -> Categorical:
             return Categorical(2, shape=torch.Size(shape), dtype=torch.bool, device=dev)
+
+        self._seed_next: int | None = None
+        self._ended = torch.zeros(n_envs, dtype=torch.bool, device=dev)
+        self._last: dict[str, torch.Tensor] = {}
+        if group_map == "one_per_agent":
+            self._per_agent_specs(flags)
+            return
 
         self.observation_spec = Composite(
             agents=Composite(
@@ -128,9 +159,54 @@ class TorchRLImaginationEnv(EnvBase):
             ),
             shape=(n_envs,),
         )
-        self._seed_next: int | None = None
-        self._ended = torch.zeros(n_envs, dtype=torch.bool, device=dev)
-        self._last: dict[str, torch.Tensor] = {}
+
+    def _per_agent_specs(self, flags: Any) -> None:
+        """The specs of ``group_map="one_per_agent"``: a group of one agent per agent name."""
+        spec, n_envs, dev = self.multi_agent_spec, self.imagination_env.num_envs, self.device
+        low, high = spec.action_bounds(device=dev)
+        root = {
+            "state": Unbounded((n_envs, spec.state_dim), dtype=torch.float32, device=dev),
+            "termination_prob": Unbounded((n_envs, 1), dtype=torch.float32, device=dev),
+        }
+        obs, act, rew, done = {}, {}, {}, {}
+        for i, name in enumerate(spec.agent_names):
+            a = spec.action_slices[i]
+            obs[name] = Composite(
+                observation=Unbounded(
+                    (n_envs, 1, spec.obs_dims[i]), dtype=torch.float32, device=dev
+                ),
+                shape=(n_envs, 1),
+            )
+            act[name] = Composite(
+                action=Bounded(
+                    low=low[a].expand(n_envs, 1, -1).clone(),
+                    high=high[a].expand(n_envs, 1, -1).clone(),
+                    shape=(n_envs, 1, spec.action_dims[i]),
+                    dtype=torch.float32,
+                    device=dev,
+                ),
+                shape=(n_envs, 1),
+            )
+            rew[name] = Composite(
+                reward=Unbounded((n_envs, 1, 1), dtype=torch.float32, device=dev),
+                shape=(n_envs, 1),
+            )
+            done[name] = Composite(
+                done=flags(n_envs, 1, 1),
+                terminated=flags(n_envs, 1, 1),
+                truncated=flags(n_envs, 1, 1),
+                shape=(n_envs, 1),
+            )
+        self.observation_spec = Composite(**obs, **root, shape=(n_envs,))
+        self.action_spec = Composite(**act, shape=(n_envs,))
+        self.reward_spec = Composite(**rew, shape=(n_envs,))
+        self.done_spec = Composite(
+            done=flags(n_envs, 1),
+            terminated=flags(n_envs, 1),
+            truncated=flags(n_envs, 1),
+            **done,
+            shape=(n_envs,),
+        )
 
     # ------------------------------------------------------------------ EnvBase
     def _set_seed(self, seed: int | None) -> None:
@@ -162,8 +238,13 @@ class TorchRLImaginationEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         env, spec = self.imagination_env, self.multi_agent_spec
-        padded = tensordict.get(("agents", "action"))
-        out = env.step(spec.unpad_actions(padded.to(torch.float32)))
+        if self.group_map == "all_in_one":
+            padded = tensordict.get(("agents", "action"))
+            joint = spec.unpad_actions(padded.to(torch.float32))
+        else:  # [N, 1, action_dims[i]] per group, concatenated in spec order
+            parts = [tensordict.get((name, "action"))[:, 0] for name in self._groups]
+            joint = torch.cat(parts, dim=-1).to(torch.float32)
+        out = env.step(joint)
         self._ended = out.terminated | out.truncated
         return self._pack(
             out.obs, out.state, out.termination_prob, out.terminated, out.truncated, out.reward
@@ -174,7 +255,7 @@ class TorchRLImaginationEnv(EnvBase):
         """``[N]`` bool rollouts to reset, from the root or the group ``"_reset"``; None: all."""
         if tensordict is None:
             return None
-        for key in ("_reset", ("agents", "_reset")):
+        for key in ("_reset", *((group, "_reset") for group in self._groups)):
             value = tensordict.get(key, None)
             if value is not None:
                 return value.reshape(self.imagination_env.num_envs, -1).any(-1)
@@ -189,25 +270,34 @@ class TorchRLImaginationEnv(EnvBase):
         truncated: torch.Tensor,
         reward: torch.Tensor | None,
     ) -> TensorDictBase:
-        n_envs, k = self.imagination_env.num_envs, self.multi_agent_spec.n_agents
+        spec = self.multi_agent_spec
+        n_envs, k = self.imagination_env.num_envs, spec.n_agents
         self._last = {"obs": obs, "state": state, "prob": prob}
         done = terminated | truncated
-        padded = obs[:, self._obs_index] * self._obs_mask.to(obs.dtype)
+        width = k if self.group_map == "all_in_one" else 1
 
         def per_agent(x: torch.Tensor) -> torch.Tensor:
-            return x[:, None, None].expand(n_envs, k, 1).clone()
+            return x[:, None, None].expand(n_envs, width, 1).clone()
 
-        agents: dict[str, torch.Tensor] = {
-            "observation": padded,
-            "done": per_agent(done),
-            "terminated": per_agent(terminated),
-            "truncated": per_agent(truncated),
-        }
-        if reward is not None:
-            agents["reward"] = per_agent(reward)
+        def group(observation: torch.Tensor) -> TensorDictBase:
+            values: dict[str, torch.Tensor] = {
+                "observation": observation,
+                "done": per_agent(done),
+                "terminated": per_agent(terminated),
+                "truncated": per_agent(truncated),
+            }
+            if reward is not None:
+                values["reward"] = per_agent(reward)
+            return TensorDict(values, batch_size=(n_envs, width))
+
+        if self.group_map == "all_in_one":
+            groups = {"agents": group(obs[:, self._obs_index] * self._obs_mask.to(obs.dtype))}
+        else:
+            parts = spec.split_obs(obs)
+            groups = {name: group(parts[i][:, None]) for i, name in enumerate(self._groups)}
         return TensorDict(
             {
-                "agents": TensorDict(agents, batch_size=(n_envs, k)),
+                **groups,
                 "state": state,
                 "termination_prob": prob[:, None].clone(),
                 "done": done[:, None].clone(),
