@@ -1,6 +1,6 @@
 """TorchRL view of an :class:`ImaginationEnv` (optional dependency: ``pip install dimalib[torchrl]``).
 
-Importing this module needs TorchRL (``torchrl>=0.14`` with its ``tensordict``); without it the
+Importing this module needs TorchRL (``torchrl>=0.11`` with its ``tensordict``); without it the
 import raises ``ImportError`` saying how to install it. :mod:`dimalib.imagination` itself never
 imports this module, so dimalib works without TorchRL.
 """
@@ -19,7 +19,7 @@ try:
     from torchrl.envs import EnvBase
 except ImportError as err:  # pragma: no cover - depends on the installed packages
     raise ImportError(
-        "dimalib.imagination.torchrl_env needs TorchRL (torchrl>=0.14 and tensordict); install "
+        "dimalib.imagination.torchrl_env needs TorchRL (torchrl>=0.11 and tensordict); install "
         "it with `pip install dimalib[torchrl]` (or `pip install torchrl`)"
     ) from err
 
