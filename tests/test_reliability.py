@@ -392,6 +392,12 @@ def test_finiteness_is_checked_after_the_cast() -> None:
     batch["next_state"][0, 0] = 1e39
     _refused(lambda: model.loss(batch), "next_state")
     _assert_unchanged(model, before)  # the normaliser did not see the overflowing value
+    wide = torch.zeros(B, L, S, dtype=torch.float64)
+    wide[0, 0, 0] = 1e39
+    gpt = RewardTerminationGPT(SPEC, GPT)
+    _refused(lambda: gpt.predict(wide, torch.zeros(B, L, A, dtype=torch.float64)), "states")
+    dec = FSQStateDecoder(SPEC, DEC)
+    _refused(lambda: dec(wide[:, 0]), "state")
 
 
 def test_an_index_less_device_matches_any_index_of_its_type() -> None:

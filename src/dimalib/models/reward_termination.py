@@ -391,25 +391,15 @@ class RewardTerminationGPT(nn.Module):
         ``finite=False`` skips the NaN/inf scan (a host sync) for hot loops that checked once.
         """
         spec, (s_name, a_name) = self.spec, names
-        device = self.pos_emb.device
-        check_tensor(
-            s_name,
-            states,
-            (None, None, spec.state_dim),
-            floating=True,
-            finite=finite,
-            device=device,
-            nonempty=True,
-        )
+        # converted before the finiteness check: 1e39 in float64 is inf in float32
+        common: dict[str, Any] = {
+            "finite": finite,
+            "cast": self._dtype,
+            "device": self.pos_emb.device,
+        }
+        states = check_tensor(s_name, states, (None, None, spec.state_dim), nonempty=True, **common)
         b, t = states.shape[:2]
-        check_tensor(
-            a_name,
-            actions,
-            (b, t, spec.joint_action_dim),
-            floating=True,
-            finite=finite,
-            device=device,
-        )
+        actions = check_tensor(a_name, actions, (b, t, spec.joint_action_dim), **common)
         if t < 1:
             raise ValueError(f"{s_name}: expected at least one step, received 0")
         if past_steps + t > self.config.max_steps:
@@ -417,7 +407,7 @@ class RewardTerminationGPT(nn.Module):
                 f"{s_name}: expected at most max_steps={self.config.max_steps} steps of context, "
                 f"received {t} new step(s) after {past_steps} cached step(s); crop the context"
             )
-        return states.to(self._dtype), actions.to(self._dtype)
+        return states, actions
 
     def _embed(self, states: Tensor, actions: Tensor, start_step: int) -> Tensor:
         """``[B, T, S]``, ``[B, T, A]`` -> interleaved tokens ``[B, 2T, C]`` (with positions)."""

@@ -159,7 +159,8 @@ class FSQStateDecoder(nn.Module):
     # ------------------------------------------------------------ internals
     def _check_state(self, state: Tensor, name: str = "state", finite: bool = True) -> Tensor:
         p = next(self.encoder.parameters())
-        check_tensor(name, state, floating=True, device=p.device)
+        # converted before the finiteness check: 1e39 in float64 is inf in float32
+        state = check_tensor(name, state, cast=p.dtype, device=p.device)
         if state.dim() < 1 or state.shape[-1] != self.spec.state_dim:
             raise ValueError(
                 f"{name}: expected shape (..., {self.spec.state_dim}), "
@@ -169,9 +170,7 @@ class FSQStateDecoder(nn.Module):
             raise ValueError(
                 f"{name}: expected at least one state, received shape {tuple(state.shape)}"
             )
-        if finite:
-            check_finite(name, state)
-        return state.to(p.dtype)
+        return check_finite(name, state) if finite else state
 
     def _quantize(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Any]]:
         """``[..., S]`` -> codes ``[N, K, d]``, indices ``[N, K]``, aux loss ``[]``, pack shape."""
