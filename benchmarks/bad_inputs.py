@@ -16,14 +16,19 @@ import torch
 from dimalib import MultiAgentSpec
 from dimalib.algorithms.mappo import MAPPO
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig, RevealSchedule, SamplerConfig
-from dimalib.diffusion.denoiser import SequentialAgentDenoiser
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import RewardTerminationConfig, RewardTerminationGPT, StateDecoderConfig
-from dimalib.models.state_decoder import FSQStateDecoder
 from dimalib.training.trainer import Trainer
 from dimalib.utils.checks import check_device
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import (
+    DIMAWorldModel,
+    RewardTerminationConfig,
+    RewardTerminationGPT,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.decoder import FSQStateDecoder
+from dimalib.world_model.dynamics import DenoiserConfig, RevealSchedule, SamplerConfig
+from dimalib.world_model.dynamics.denoiser import SequentialAgentDenoiser
 
 SPEC = MultiAgentSpec(("left", "right"), (4, 5), (2, 3), state_dim=6)
 DYN = DenoiserConfig(channels=(16, 16), depths=(1, 1), cond_dim=32, action_token_dim=16)

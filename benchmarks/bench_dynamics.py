@@ -16,7 +16,7 @@ import torch
 from _common import machine, median_ms, print_table
 
 from dimalib import MultiAgentSpec
-from dimalib.diffusion import JointActionDenoiser, SequentialAgentDenoiser
+from dimalib.world_model.dynamics import JointActionDenoiser, SequentialAgentDenoiser
 
 TASKS = {
     "HalfCheetah-2x3": MultiAgentSpec(("a0", "a1"), (12, 12), (3, 3), 17),

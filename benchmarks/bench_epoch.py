@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     scale_pol = cfg.policy_updates_per_epoch / n_policy
     try:
         while len(trainer.buffer) < cfg.wm_warmup_transitions:  # warm-up data, random policy
-            trainer._collect()
+            trainer.collect()
         trainer._init_normalizer()
         trainer.wm_epochs = cfg.policy_warmup_wm_epochs + 1  # the epoch of a run past warm-up
         trainer.policy_epochs = 1  # collection uses the actor
@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for warm in (True, False):  # one short untimed pass first (allocator, lazy init)
             steps = 2 if warm else wm_steps
             times = {
-                "collect": timed(trainer._collect, device),
+                "collect": timed(trainer.collect, device),
                 "decoder": timed(lambda s=steps: wm.train_decoder(buf, s), device),
                 "denoiser": timed(lambda s=steps: wm.train_dynamics(buf, s), device),
                 "GPT": timed(lambda s=steps: wm.train_reward(buf, s), device),
             }
         imag, ppo = 0.0, 0.0
-        mappo, gen = trainer.mappo, trainer.policy_generator
+        mappo, gen = trainer.learner, trainer.policy_generator
         for k in range(n_policy):
             dt, rollout = timed_call(
                 lambda k=k: mappo.collect_imagined_rollout(trainer.imagination, generator=gen, seed=k),

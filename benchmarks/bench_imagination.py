@@ -23,8 +23,7 @@ from _common import machine, print_table, sync
 from dimalib import MultiAgentSpec
 from dimalib.data import ReplayBuffer
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import RewardTerminationConfig
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import DIMAWorldModel, RewardTerminationConfig, WorldModelConfig
 
 TASKS = {
     "HalfCheetah-2x3": MultiAgentSpec(("a0", "a1"), (12, 12), (3, 3), 17),

@@ -40,13 +40,13 @@ from dataclasses import replace
 
 import torch
 
-from dimalib.models import (
+from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import (
     FSQStateDecoder,
     RewardTerminationConfig,
     RewardTerminationGPT,
     StateDecoderConfig,
 )
-from dimalib.spec import MultiAgentSpec
 
 logger = logging.getLogger("bench_reward_decoder")
 

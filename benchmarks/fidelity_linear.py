@@ -26,16 +26,16 @@ from typing import Any
 
 import torch
 
-from dimalib.diffusion import (
+from dimalib.envs.linear import LinearGaussianSystem
+from dimalib.evaluation import action_effects
+from dimalib.world_model.dynamics import (
     DenoiserConfig,
     JointActionDenoiser,
     RevealSchedule,
     SamplerConfig,
     SequentialAgentDenoiser,
 )
-from dimalib.diffusion.optimal import LinearGaussianDenoiser
-from dimalib.envs.linear import LinearGaussianSystem
-from dimalib.evaluation import action_effects
+from dimalib.world_model.dynamics.optimal import LinearGaussianDenoiser
 
 SCHEDULES: dict[str, RevealSchedule] = {
     "sequential": RevealSchedule("sequential"),  # paper eq. 9

@@ -2,12 +2,12 @@
 
 Models, trained on the same data with the same batches and the same number of gradient steps:
 
-* ``sequential``: :class:`~dimalib.diffusion.SequentialAgentDenoiser` with the paper's schedule
+* ``sequential``: :class:`~dimalib.world_model.dynamics.SequentialAgentDenoiser` with the paper's schedule
   (one agent revealed per denoising step, eq. 9; called ``dima`` in earlier reports);
 * ``cumulative``: the same network with the cumulative schedule (the revealed set grows; every
   agent revealed within the first half of the steps; ``RevealSchedule("cumulative")``);
-* ``joint``: :class:`~dimalib.diffusion.JointActionDenoiser` (the paper's ablation, Fig. 8);
-* ``ensemble``: :class:`~dimalib.models.ProbabilisticEnsemble` (MBPO: 5 Gaussian MLPs on the
+* ``joint``: :class:`~dimalib.world_model.dynamics.JointActionDenoiser` (the paper's ablation, Fig. 8);
+* ``ensemble``: :class:`~dimalib.world_model.ProbabilisticEnsemble` (MBPO: 5 Gaussian MLPs on the
   state change, evaluated with the mean of the members' means).
 
 Metrics (paper App. E.2), in normalised state units (each dimension divided by the training
@@ -50,13 +50,6 @@ import torch
 from torch import nn
 
 from dimalib.data import ReplayBuffer
-from dimalib.diffusion import (
-    DenoiserConfig,
-    JointActionDenoiser,
-    RevealSchedule,
-    SamplerConfig,
-    SequentialAgentDenoiser,
-)
 from dimalib.envs.mamujoco import parse_mamujoco_name
 from dimalib.envs.mamujoco_dynamics import MuJoCoStepper
 from dimalib.evaluation import (
@@ -67,9 +60,16 @@ from dimalib.evaluation import (
     order_spread,
     real_segments,
 )
-from dimalib.models import EnsembleConfig, ProbabilisticEnsemble
 from dimalib.spec import MultiAgentSpec
 from dimalib.training.config import trainer_config
+from dimalib.world_model import EnsembleConfig, ProbabilisticEnsemble
+from dimalib.world_model.dynamics import (
+    DenoiserConfig,
+    JointActionDenoiser,
+    RevealSchedule,
+    SamplerConfig,
+    SequentialAgentDenoiser,
+)
 
 logger = logging.getLogger("wm_accuracy")
 
@@ -282,9 +282,9 @@ def render_strip(
 
     Step 0 is the last real context state (shared); steps 1..H are the real states and the
     predicted ones, shown at t = 1, 2, 4, …, 14. The left-out root position of both rows is
-    integrated from their own root velocities (:func:`dimalib.envs.render.root_positions`).
+    integrated from their own root velocities (:func:`dimalib.envs.mamujoco_state.root_positions`).
     """
-    from dimalib.envs.render import render_states, strip_figure
+    from dimalib.viz import render_states, strip_figure
 
     real = pictures["real"][segment, CONTEXT - 1 :]  # (1 + H, S)
     pred = torch.cat([real[:1], pictures["predicted"][model][segment]])  # (1 + H, S)

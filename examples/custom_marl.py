@@ -23,13 +23,17 @@ import torch
 from torch import nn
 
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig
 from dimalib.envs import VectorMultiAgentEnv, collect
 from dimalib.envs.toy import CoupledPointMasses
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
 from dimalib.imagination.adapters import VectorImaginationEnv
-from dimalib.models import RewardTerminationConfig, StateDecoderConfig
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import (
+    DIMAWorldModel,
+    RewardTerminationConfig,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.dynamics import DenoiserConfig
 
 
 class IndependentGaussian(nn.Module):

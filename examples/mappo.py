@@ -28,10 +28,8 @@ from pathlib import Path
 import torch
 
 from dimalib.algorithms.mappo import MAPPO, MAPPOConfig
-from dimalib.envs import BIDEXHANDS_TASKS, MAMUJOCO_TASKS, MJ_DEXHANDS_TASK_NAMES
-from dimalib.training.config import env_family
+from dimalib.envs.registry import UnknownEnvError, known_names, lookup
 from dimalib.training.trainer import (
-    TOY_ENV,
     MetricsLogger,
     RealVectorEnv,
     evaluate_policy,
@@ -40,7 +38,7 @@ from dimalib.training.trainer import (
 from dimalib.utils.checks import check_device
 from dimalib.utils.io import atomic_save
 
-ENV_NAMES = [*MAMUJOCO_TASKS, *BIDEXHANDS_TASKS, *MJ_DEXHANDS_TASK_NAMES, TOY_ENV]
+ENV_NAMES = known_names()  # the registered names (dimalib.envs.registry); patterns work too
 
 
 def collect_rollout(
@@ -77,7 +75,9 @@ def collect_rollout(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--env", required=True, help=f"one of {ENV_NAMES}")
+    p.add_argument(
+        "--env", required=True, help=f"one of {ENV_NAMES} or a MAMuJoCo 'Scenario-Conf' name"
+    )
     p.add_argument("--total-env-steps", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.env not in ENV_NAMES:
-        print(f"error: unknown env {args.env!r}; expected one of: {', '.join(ENV_NAMES)}",
-              file=sys.stderr)  # fmt: skip
+    try:
+        entry = lookup(args.env)
+    except UnknownEnvError as exc:
+        print(f"error: --env: {str(exc).removeprefix('name: ')}", file=sys.stderr)
         return 2
     problems = [
         f"--{name.replace('_', '-')}: expected a positive integer, received {value}"
@@ -121,13 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    family = env_family(args.env)
-    config = MAPPOConfig.bidexhands() if family == "bidexhands" else MAPPOConfig.mamujoco()
+    config = MAPPOConfig.bidexhands() if entry.family == "bidexhands" else MAPPOConfig.mamujoco()
     mappo = MAPPO(venv.spec, config, args.device)
     generator = torch.Generator(mappo.device).manual_seed(args.seed)
     out = Path(args.out or f"runs/mappo-{args.env}-{args.seed}")
     metrics = MetricsLogger(out)
-    seedable = args.env not in BIDEXHANDS_TASKS  # Isaac Gym is seeded once, when built
+    seedable = entry.seedable  # Isaac Gym is seeded once, when built
     venv.reset(seed=args.seed if seedable else None)
 
     env_steps, update, next_eval, start = 0, 0, args.eval_every, time.perf_counter()

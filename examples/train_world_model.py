@@ -26,14 +26,17 @@ import torch
 
 from dimalib import MultiAgentSpec
 from dimalib.data import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig, RevealSchedule
 from dimalib.envs import VectorMultiAgentEnv, collect, known_env_names, make_env
-from dimalib.envs.toy import CoupledPointMasses
 from dimalib.evaluation import cumulative_l1, open_loop_states, real_segments
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import RewardTerminationConfig, StateDecoderConfig
 from dimalib.training import WorldModelTrainer, WorldModelTrainingConfig
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import (
+    DIMAWorldModel,
+    RewardTerminationConfig,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.dynamics import DenoiserConfig, RevealSchedule
 
 PRESETS = {
     # Table 3 sizes (the reveal schedule comes from --reveal; the paper's is "sequential")
@@ -48,9 +51,7 @@ PRESETS = {
 
 
 def make(name: str, max_episode_steps: int) -> object:
-    if name == "toy":
-        return CoupledPointMasses(n_agents=3, action_dims=(1, 2, 3), max_steps=max_episode_steps)
-    return make_env(name, max_episode_steps=max_episode_steps)
+    return make_env(name, max_episode_steps=max_episode_steps)  # any registered name
 
 
 def random_policy(spec: MultiAgentSpec, generator: torch.Generator):  # type: ignore[no-untyped-def]
@@ -77,7 +78,11 @@ def gather(name: str, spec_steps: int, num_envs: int, seed: int, episode_len: in
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--env", default="HalfCheetah-2x3", help=f"'toy' or one of {known_env_names()}")
+    p.add_argument(
+        "--env",
+        default="HalfCheetah-2x3",
+        help=f"one of {known_env_names()} or a MAMuJoCo 'Scenario-Conf' name",
+    )
     p.add_argument("--env-steps", type=int, default=8000, help="training transitions")
     p.add_argument("--heldout-steps", type=int, default=2000, help="held-out transitions")
     p.add_argument("--num-envs", type=int, default=4, help="parallel env copies")

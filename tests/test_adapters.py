@@ -16,7 +16,6 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from dimalib import MultiAgentSpec
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig
 from dimalib.envs import spec_from_env
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
 from dimalib.imagination.adapters import (
@@ -24,8 +23,13 @@ from dimalib.imagination.adapters import (
     PettingZooImaginationEnv,
     VectorImaginationEnv,
 )
-from dimalib.models import RewardTerminationConfig, StateDecoderConfig
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import (
+    DIMAWorldModel,
+    RewardTerminationConfig,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.dynamics import DenoiserConfig
 
 # heterogeneous agents and non-default bounds, so padding and spaces are exercised
 SPEC = MultiAgentSpec(

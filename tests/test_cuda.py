@@ -17,12 +17,11 @@ import torch
 
 from dimalib import MultiAgentSpec
 from dimalib.algorithms.mappo import MAPPO, MAPPOConfig
-from dimalib.diffusion.denoiser import SequentialAgentDenoiser
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import RewardTerminationGPT
-from dimalib.models.state_decoder import FSQStateDecoder
 from dimalib.training.trainer import Trainer
-from dimalib.world_model import DIMAWorldModel
+from dimalib.world_model import DIMAWorldModel, RewardTerminationGPT
+from dimalib.world_model.decoder import FSQStateDecoder
+from dimalib.world_model.dynamics.denoiser import SequentialAgentDenoiser
 from tests.test_imagination import TINY
 from tests.test_trainer import tiny_config
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dimalib import MultiAgentSpec
-from dimalib.diffusion import (
+from dimalib.world_model.dynamics import (
     DenoiserConfig,
     JointActionDenoiser,
     RevealSchedule,

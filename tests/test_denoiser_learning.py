@@ -22,8 +22,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dimalib.diffusion import DenoiserConfig, RevealSchedule, SamplerConfig, SequentialAgentDenoiser
 from dimalib.envs.toy import CoupledPointMasses
+from dimalib.world_model.dynamics import (
+    DenoiserConfig,
+    RevealSchedule,
+    SamplerConfig,
+    SequentialAgentDenoiser,
+)
 
 ENV = CoupledPointMasses(n_agents=2, action_dims=(1, 3))
 # the three orders of paper App. E.2, (2, 2, 1, 1), (1, 1, 2, 2) and (2, 1, 1, 2), in several spellings

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dimalib.diffusion import EDMConfig, EDMPreconditioner
+from dimalib.world_model.dynamics import EDMConfig, EDMPreconditioner
 
 
 def test_coefficients_match_hand_computed_values() -> None:

@@ -9,10 +9,14 @@ import torch
 
 from dimalib import MultiAgentSpec
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import RewardTerminationConfig, StateDecoderConfig
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model import (
+    DIMAWorldModel,
+    RewardTerminationConfig,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.dynamics import DenoiserConfig
 
 SPEC = MultiAgentSpec(("left", "right"), (4, 5), (2, 3), state_dim=6)
 TINY = WorldModelConfig(

@@ -13,7 +13,7 @@ def test_core_imports_without_optional_extras() -> None:
 import sys
 for name in {BLOCKED!r}:
     sys.modules[name] = None  # 'import name' now raises ImportError
-import dimalib, dimalib.envs, dimalib.training, dimalib.evaluation, dimalib.models
+import dimalib, dimalib.envs, dimalib.training, dimalib.evaluation, dimalib.world_model
 from dimalib.envs import MJ_DEXHANDS_TASK_NAMES, known_env_names, make_env
 assert "MjShadowHandPen" in known_env_names()
 try:

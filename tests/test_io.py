@@ -92,3 +92,18 @@ def test_a_damaged_replay_buffer_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="damaged: checksum mismatch"):
         ReplayBuffer.load(path)
+
+
+def test_atomic_write_gets_ordinary_file_permissions(tmp_path: Path) -> None:
+    """Like ``open(path, "wb")``: 0o666 minus the umask (mkstemp's 0o600 would hide the file)."""
+    import os
+
+    from dimalib.utils.io import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        out = atomic_write_bytes(b"x", tmp_path / "a.bin")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert out.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]

@@ -575,10 +575,14 @@ def test_collect_imagined_rollout_records_a_consistent_rollout() -> None:
 
 
 def test_collect_imagined_rollout_in_a_real_imagination_env() -> None:
-    from dimalib.diffusion import DenoiserConfig
     from dimalib.imagination import ImaginationConfig, ImaginationEnv
-    from dimalib.models import RewardTerminationConfig, StateDecoderConfig
-    from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+    from dimalib.world_model import (
+        DIMAWorldModel,
+        RewardTerminationConfig,
+        StateDecoderConfig,
+        WorldModelConfig,
+    )
+    from dimalib.world_model.dynamics import DenoiserConfig
 
     spec = MultiAgentSpec(("left", "right"), (4, 5), (2, 3), state_dim=6)
     tiny = WorldModelConfig(

@@ -25,18 +25,19 @@ from hypothesis import strategies as st
 
 from dimalib import MultiAgentSpec
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion import DenoiserConfig, RevealSchedule, SamplerConfig
-from dimalib.diffusion.denoiser import SequentialAgentDenoiser
 from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import (
+from dimalib.world_model import (
+    DIMAWorldModel,
     EnsembleConfig,
     FSQStateDecoder,
     ProbabilisticEnsemble,
     RewardTerminationConfig,
     RewardTerminationGPT,
     StateDecoderConfig,
+    WorldModelConfig,
 )
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model.dynamics import DenoiserConfig, RevealSchedule, SamplerConfig
+from dimalib.world_model.dynamics.denoiser import SequentialAgentDenoiser
 
 SPEC = MultiAgentSpec(("left", "right"), (4, 5), (2, 3), state_dim=6)
 S, OB, A, L, B = SPEC.state_dim, SPEC.joint_obs_dim, SPEC.joint_action_dim, 3, 4

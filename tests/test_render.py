@@ -27,16 +27,14 @@ except Exception as exc:  # e.g. MUJOCO_GL=osmesa without libOSMesa breaks `impo
 pytest.importorskip("gymnasium_robotics")
 
 from dimalib.envs import make_env
-from dimalib.envs.render import (
-    FollowCamera,
+from dimalib.envs.mamujoco_state import (
     qpos_qvel_to_state,
-    render_states,
     root_positions,
     state_labels,
     state_layout,
     state_to_qpos_qvel,
-    strip_figure,
 )
+from dimalib.viz import FollowCamera, render_states, strip_figure
 
 SCENARIOS = ("HalfCheetah-2x3", "Walker2d-2x3", "Ant-2x4")
 # (n_root, qpos entries in the state, nv, velocity clip, extras)

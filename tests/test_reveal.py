@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dimalib import MultiAgentSpec
-from dimalib.diffusion import (
+from dimalib.envs.linear import LinearGaussianSystem
+from dimalib.evaluation import action_effects
+from dimalib.world_model.dynamics import (
     DenoiserConfig,
     EulerSampler,
     RevealSchedule,
@@ -22,9 +24,7 @@ from dimalib.diffusion import (
     default_num_steps,
     karras_sigmas,
 )
-from dimalib.diffusion.optimal import LinearGaussianDenoiser
-from dimalib.envs.linear import LinearGaussianSystem
-from dimalib.evaluation import action_effects
+from dimalib.world_model.dynamics.optimal import LinearGaussianDenoiser
 
 TINY = DenoiserConfig(channels=(32, 32), depths=(1, 1), cond_dim=64, action_token_dim=32)
 

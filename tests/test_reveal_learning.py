@@ -17,15 +17,15 @@ import functools
 
 import torch
 
-from dimalib.diffusion import (
+from dimalib.envs.linear import LinearGaussianSystem
+from dimalib.evaluation import action_effects
+from dimalib.world_model.dynamics import (
     DenoiserConfig,
     JointActionDenoiser,
     RevealSchedule,
     SamplerConfig,
     SequentialAgentDenoiser,
 )
-from dimalib.envs.linear import LinearGaussianSystem
-from dimalib.evaluation import action_effects
 
 SYSTEM = LinearGaussianSystem.random((2, 3), seed=0, agent_variance=1.0)
 STEPS, BATCH = 550, 128

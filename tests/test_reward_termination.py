@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dimalib.models import KVCache, RewardTerminationConfig, RewardTerminationGPT
 from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import KVCache, RewardTerminationConfig, RewardTerminationGPT
 
 # heterogeneous team: 3 agents with action sizes 2, 3, 1 (A = 6), state size 5
 HETERO = MultiAgentSpec(("a", "b", "c"), obs_dims=(4, 6, 3), action_dims=(2, 3, 1), state_dim=5)
@@ -363,3 +363,22 @@ def test_cache_type() -> None:
     assert isinstance(cache, KVCache)
     assert cache.keys.shape == (2, 2, 2, 12, 16)
     assert cache.capacity == 12 and cache.batch_size == 2 and cache.steps == 0
+
+
+def test_unchecked_step_equals_the_checked_one() -> None:
+    """``step(check_inputs=False)`` (imagination's path) is the same computation, unchecked."""
+    spec = MultiAgentSpec(("a", "b"), (3, 3), (2, 1), state_dim=5)
+    gpt = RewardTerminationGPT(
+        spec, RewardTerminationConfig(n_layer=2, n_head=2, n_embd=16, max_steps=4)
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    s, a = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 3, generator=g)
+    checked, unchecked = gpt.init_cache(3), gpt.init_cache(3)
+    with torch.no_grad():
+        for t in range(4):
+            r1, p1 = gpt.step(checked, s[:, t], a[:, t])
+            r2, p2 = gpt.step(unchecked, s[:, t], a[:, t], check_inputs=False)
+            torch.testing.assert_close(r2, r1, rtol=0, atol=0)
+            torch.testing.assert_close(p2, p1, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="max_steps=4"):
+            gpt.step(unchecked, s[:, 0], a[:, 0], check_inputs=False)

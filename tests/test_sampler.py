@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from dimalib.diffusion import (
+from dimalib.world_model.dynamics import (
     EulerSampler,
     RevealSchedule,
     SamplerConfig,
     agent_schedule,
     default_num_steps,
 )
-from dimalib.diffusion.sampler import karras_sigmas
+from dimalib.world_model.dynamics.sampler import karras_sigmas
 
 
 def test_karras_schedule_endpoints_values_and_monotonicity() -> None:

@@ -102,3 +102,16 @@ def test_layout_errors_name_the_argument() -> None:
         spec.agent_index("z")
     with pytest.raises(ValueError, match="order: expected a permutation"):
         spec.permuted([0, 0])
+
+
+def test_pad_obs_and_actions_match_a_python_loop() -> None:
+    spec = MultiAgentSpec(("a", "b", "c"), obs_dims=(3, 1, 2), action_dims=(2, 3, 1), state_dim=4)
+    obs = torch.arange(1.0, 7.0)[None]  # (1, 6)
+    act = torch.arange(1.0, 7.0)[None]
+    expected_obs = torch.tensor([[[1.0, 2, 3], [4, 0, 0], [5, 6, 0]]])
+    expected_act = torch.tensor([[[1.0, 2, 0], [3, 4, 5], [6, 0, 0]]])
+    torch.testing.assert_close(spec.pad_obs(obs), expected_obs, rtol=0, atol=0)
+    torch.testing.assert_close(spec.pad_actions(act), expected_act, rtol=0, atol=0)
+    assert spec.obs_pad_index == ((0, 1, 2), (3, 0, 0), (4, 5, 0))
+    assert spec.action_pad_index == ((0, 1, 0), (2, 3, 4), (5, 0, 0))
+    torch.testing.assert_close(spec.unpad_actions(spec.pad_actions(act)), act)

@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dimalib.models import FSQStateDecoder, StateDecoderConfig
 from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import FSQStateDecoder, StateDecoderConfig
 
 SPEC = MultiAgentSpec(("a", "b"), obs_dims=(5, 7), action_dims=(1, 2), state_dim=6)
 TINY = StateDecoderConfig(hidden_dim=64, num_tokens=4)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dimalib.data import ReplayBuffer, RunningNormalizer
-from dimalib.models import FSQStateDecoder, StateDecoderConfig
+from dimalib.world_model import FSQStateDecoder, StateDecoderConfig
 from tests.test_state_decoder import fit_decoder, reconstruction_error
 
 pytest.importorskip("gymnasium_robotics")

@@ -17,13 +17,12 @@ import pytest
 import torch
 
 from dimalib.algorithms.mappo import MAPPOConfig
-from dimalib.diffusion import DenoiserConfig, RevealSchedule
 from dimalib.imagination import ImaginationConfig
-from dimalib.models import RewardTerminationConfig, StateDecoderConfig
 from dimalib.training import WorldModelTrainingConfig
 from dimalib.training.config import TrainerConfig, trainer_config, with_reveal
 from dimalib.training.trainer import MetricsLogger, Trainer, check_env_name
-from dimalib.world_model import WorldModelConfig
+from dimalib.world_model import RewardTerminationConfig, StateDecoderConfig, WorldModelConfig
+from dimalib.world_model.dynamics import DenoiserConfig, RevealSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "dima_mappo.py"

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from dimalib.evaluation import one_step_error, open_loop_states, order_spread
-from dimalib.models import EnsembleConfig, ProbabilisticEnsemble
 from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import EnsembleConfig, ProbabilisticEnsemble
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = MultiAgentSpec(("a", "b"), (3, 3), (1, 2), state_dim=4)

@@ -12,7 +12,18 @@ The public API:
 """
 
 from dimalib.data import ReplayBuffer, RunningNormalizer
-from dimalib.diffusion import (
+from dimalib.envs import VectorMultiAgentEnv, collect, make_env, spec_from_env
+from dimalib.imagination import ImaginationConfig, ImaginationEnv
+from dimalib.spec import MultiAgentSpec
+from dimalib.world_model import (
+    DIMAWorldModel,
+    FSQStateDecoder,
+    RewardTerminationConfig,
+    RewardTerminationGPT,
+    StateDecoderConfig,
+    WorldModelConfig,
+)
+from dimalib.world_model.dynamics import (
     DenoiserConfig,
     EDMConfig,
     EDMPreconditioner,
@@ -22,16 +33,6 @@ from dimalib.diffusion import (
     SamplerConfig,
     SequentialAgentDenoiser,
 )
-from dimalib.envs import VectorMultiAgentEnv, collect, make_env, spec_from_env
-from dimalib.imagination import ImaginationConfig, ImaginationEnv
-from dimalib.models import (
-    FSQStateDecoder,
-    RewardTerminationConfig,
-    RewardTerminationGPT,
-    StateDecoderConfig,
-)
-from dimalib.spec import MultiAgentSpec
-from dimalib.world_model import DIMAWorldModel, WorldModelConfig
 
 __version__ = "0.1.0.dev0"
 

@@ -2,23 +2,23 @@
 
 Any dynamics model with the denoisers' ``predict_next_state(states [B, L, S], actions [B, L, A])``
 signature and a ``context`` attribute can be evaluated: a :class:`~dimalib.world_model.DIMAWorldModel`
-(its dynamics model is used), a :class:`~dimalib.diffusion.SequentialAgentDenoiser` or
-:class:`~dimalib.diffusion.JointActionDenoiser`, or a
-:class:`~dimalib.models.ProbabilisticEnsemble`.
+(its dynamics model is used), a :class:`~dimalib.world_model.dynamics.SequentialAgentDenoiser` or
+:class:`~dimalib.world_model.dynamics.JointActionDenoiser`, or a
+:class:`~dimalib.world_model.ProbabilisticEnsemble`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import torch
 
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion.reveal import Order, RevealSchedule
-from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_tensor
-from dimalib.world_model import DIMAWorldModel
+from dimalib.world_model.aggregate import DIMAWorldModel
+from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
+from dimalib.world_model.protocols import DynamicsModel
 
 __all__ = [
     "ActionEffect",
@@ -32,27 +32,9 @@ __all__ = [
 ]
 
 
-class NextStatePredictor(Protocol):
-    """What :func:`open_loop_states` needs from a dynamics model."""
-
-    spec: MultiAgentSpec
-
-    @property
-    def context(self) -> int: ...
-
-    def eval(self) -> Any: ...
-
-    def predict_next_state(
-        self,
-        states: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        order: Any = None,
-        reveal: Any = None,
-        generator: torch.Generator | None = None,
-        check_inputs: bool = True,
-    ) -> torch.Tensor: ...
+NextStatePredictor = DynamicsModel
+"""What :func:`open_loop_states` needs from a dynamics model (an alias of
+:class:`~dimalib.world_model.protocols.DynamicsModel`)."""
 
 
 def real_segments(

@@ -13,27 +13,33 @@ Agents may have different observation and action sizes.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_int, check_tensor
 
 __all__ = ["MultiAgentSpec"]
 
 
-def _as_size(name: str, value: object, what: str = "a positive integer") -> int:
-    """A positive integer size; any integer type (``numpy.int64`` included) is accepted."""
-    try:
-        size = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        size = None
-    if size is None or isinstance(value, bool) or size < 1:
-        raise ValueError(f"{name}: expected {what}, received {value!r}")
-    return size
+def _pad_layout(dims: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Flat index of every slot of ``[len(dims), max(dims)]`` padded rows (0 in padding)."""
+    offsets = [0]
+    for d in dims:
+        offsets.append(offsets[-1] + d)
+    m = max(dims)
+    return tuple(
+        tuple(offsets[i] + j if j < d else 0 for j in range(m)) for i, d in enumerate(dims)
+    )
+
+
+def _pad(
+    flat: torch.Tensor, index: tuple[tuple[int, ...], ...], mask: torch.Tensor
+) -> torch.Tensor:
+    padded = flat[..., torch.tensor(index, device=flat.device)]  # (..., n, m)
+    return padded * mask.to(padded.dtype)
 
 
 def _as_float_tuple(name: str, value: float | Sequence[float], size: int) -> tuple[float, ...]:
@@ -70,6 +76,7 @@ class MultiAgentSpec:
     action_low: tuple[float, ...] | float = -1.0
     action_high: tuple[float, ...] | float = 1.0
     _pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+    _obs_pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.agent_names, str) or not isinstance(self.agent_names, Sequence):
@@ -86,13 +93,13 @@ class MultiAgentSpec:
             raise ValueError(f"agent_names: expected unique names, received {names!r}")
         n = len(names)
         for arg in ("obs_dims", "action_dims"):
-            dims = tuple(_as_size(arg, d, "positive integers") for d in getattr(self, arg))
+            dims = tuple(check_int(arg, d, what="positive integers") for d in getattr(self, arg))
             if len(dims) != n:
                 raise ValueError(
                     f"{arg}: expected {n} values (one per agent), received {len(dims)}"
                 )
             object.__setattr__(self, arg, dims)
-        object.__setattr__(self, "state_dim", _as_size("state_dim", self.state_dim))
+        object.__setattr__(self, "state_dim", check_int("state_dim", self.state_dim))
         object.__setattr__(self, "agent_names", names)
         a = sum(self.action_dims)
         low = _as_float_tuple("action_low", self.action_low, a)
@@ -107,16 +114,9 @@ class MultiAgentSpec:
             )
         object.__setattr__(self, "action_low", low)
         object.__setattr__(self, "action_high", high)
-        # flat joint-action index of every padded slot (0 for padding slots, masked later)
-        offsets = [0]
-        for d in self.action_dims:
-            offsets.append(offsets[-1] + d)
-        m = max(self.action_dims)
-        pad_index = tuple(
-            tuple(offsets[i] + j if j < d else 0 for j in range(m))
-            for i, d in enumerate(self.action_dims)
-        )
-        object.__setattr__(self, "_pad_index", pad_index)
+        # flat joint index of every padded slot (0 for padding slots, masked later)
+        object.__setattr__(self, "_pad_index", _pad_layout(self.action_dims))
+        object.__setattr__(self, "_obs_pad_index", _pad_layout(self.obs_dims))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -186,13 +186,31 @@ class MultiAgentSpec:
         dims = torch.tensor(self.action_dims, device=device)
         return torch.arange(self.max_action_dim, device=device)[None, :] < dims[:, None]
 
+    def obs_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[n_agents, max_obs_dim]`` bool, True where a padded observation slot is real."""
+        dims = torch.tensor(self.obs_dims, device=device)
+        return torch.arange(self.max_obs_dim, device=device)[None, :] < dims[:, None]
+
+    @property
+    def action_pad_index(self) -> tuple[tuple[int, ...], ...]:
+        """``[n_agents][max_action_dim]``: the joint-action index of every padded slot (0 in
+        padding slots, which :meth:`action_mask` marks False). Precomputed once."""
+        return self._pad_index
+
+    @property
+    def obs_pad_index(self) -> tuple[tuple[int, ...], ...]:
+        """``[n_agents][max_obs_dim]``: the joint-observation index of every padded slot."""
+        return self._obs_pad_index
+
     def pad_actions(self, joint_action: torch.Tensor) -> torch.Tensor:
         """``[..., A]`` joint action → ``[..., n_agents, max_action_dim]``, zero padded."""
         check_tensor("joint_action", joint_action, last_dim=self.joint_action_dim)
-        index = torch.tensor(self._pad_index, device=joint_action.device)
-        mask = self.action_mask(joint_action.device)
-        padded = joint_action[..., index]  # (..., n, m)
-        return padded * mask.to(padded.dtype)
+        return _pad(joint_action, self._pad_index, self.action_mask(joint_action.device))
+
+    def pad_obs(self, joint_obs: torch.Tensor) -> torch.Tensor:
+        """``[..., O]`` joint observation → ``[..., n_agents, max_obs_dim]``, zero padded."""
+        check_tensor("joint_obs", joint_obs, last_dim=self.joint_obs_dim)
+        return _pad(joint_obs, self._obs_pad_index, self.obs_mask(joint_obs.device))
 
     def unpad_actions(self, padded: torch.Tensor) -> torch.Tensor:
         """``[..., n_agents, max_action_dim]`` → ``[..., A]`` joint action (inverse of pad)."""

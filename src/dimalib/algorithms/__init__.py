@@ -11,6 +11,7 @@ from dimalib.algorithms.mappo import (
     lambda_returns,
     ppo_losses,
 )
+from dimalib.algorithms.protocols import Learner
 
 __all__ = [
     "MAPPO",
@@ -18,6 +19,7 @@ __all__ = [
     "ActorOutput",
     "Critic",
     "ImaginationEnvLike",
+    "Learner",
     "MAPPOConfig",
     "ValueNorm",
     "lambda_returns",

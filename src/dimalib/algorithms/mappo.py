@@ -3,28 +3,20 @@
 Read top to bottom:
 
 1. :class:`MAPPOConfig` — the paper's hyperparameters (Tables 1 and 4) and the official code's.
-2. :class:`ValueNorm` — MAPPO's running normaliser of value targets.
-3. :class:`Actor` — one policy shared by all agents (parameter sharing), batched over agents.
-4. :class:`Critic` — ``V(s)`` on the global state, in ValueNorm's normalised units.
-5. :func:`lambda_returns` (eq. 19) and :func:`ppo_losses` (eq. 20–21, with MAPPO's practical
-   changes: Huber loss, clipped value loss, normalised advantages).
-6. :class:`MAPPO` — optimisers, :meth:`MAPPO.collect_imagined_rollout` (paper Algorithm 1,
+2. :class:`MAPPO` — optimisers, :meth:`MAPPO.collect_imagined_rollout` (paper Algorithm 1,
    ``update_actor_critic``, first half) and :meth:`MAPPO.update` (second half).
 
-**Policy spaces.** The actor works in a *policy space* and maps to environment units last:
+Its parts live in their own modules (all re-exported here):
 
-* ``"gaussian"`` (default): ``u ~ N(μ(o), σ²)`` with a state-independent
-  ``σ = sigmoid(θ_σ) · 0.5`` (the official code's parametrisation; ``θ_σ`` starts at 1 as in
-  HARL, so ``σ ≈ 0.37``). ``u`` lives in the normalised box ``[-1, 1]``; the environment receives
-  ``low + (clip(u, -1, 1) + 1) / 2 · (high − low)``. As in standard MAPPO, the log-probability
-  is that of the **unclipped** sample ``u``, which is what rollouts store as ``"actions"``.
-* ``"beta"``: ``x ~ Beta(α(o), β(o))`` with ``α, β = 1 + softplus(·)`` (unimodal), on ``(0, 1)``;
-  the environment receives ``low + x · (high − low)``.
-
-**Heterogeneous agents.** Each agent's observation is zero-padded to ``max_obs_dim`` and tagged
-with a one-hot agent id; actions are padded to ``max_action_dim`` and log-probabilities and
-entropies are summed over the real entries only (``spec.action_mask()``). All agents go through
-the network in one batched forward: no Python loop over agents.
+* :mod:`dimalib.algorithms.networks` — :class:`ValueNorm` (MAPPO's running normaliser of value
+  targets), :class:`Actor` (one policy shared by all agents, batched over agents; the policy
+  spaces and the padding of heterogeneous agents are described there) and :class:`Critic`
+  (``V(s)`` on the global state, in ValueNorm's normalised units);
+* :mod:`dimalib.algorithms.returns` — :func:`lambda_returns` (eq. 19);
+* :mod:`dimalib.algorithms.losses` — :func:`ppo_losses` (eq. 20–21, with MAPPO's practical
+  changes: Huber loss, clipped value loss, normalised advantages);
+* :mod:`dimalib.algorithms.protocols` — :class:`ImaginationEnvLike` (what the rollout needs) and
+  :class:`~dimalib.algorithms.protocols.Learner` (what the trainer needs; MAPPO is one).
 """
 
 from __future__ import annotations
@@ -33,16 +25,31 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.distributions import Beta, Normal
 
+from dimalib.algorithms.losses import ppo_losses
+from dimalib.algorithms.networks import (
+    BETA_EPS,
+    Actor,
+    ActorOutput,
+    Critic,
+    PolicyKind,
+    ValueNorm,
+    linear_head,
+    masked_mean,
+    mlp,
+    sample_beta,
+    sample_gamma,
+)
+from dimalib.algorithms.protocols import ImaginationEnvLike, ImaginedStepLike
+from dimalib.algorithms.returns import lambda_returns
+from dimalib.algorithms.rollout import ROLLOUT_KEYS, check_rollout, imagine_rollout
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import NonFiniteTrainingError, check_finite, check_tensor
+from dimalib.utils.checks import NonFiniteTrainingError, check_finite, check_int, check_tensor
 
 __all__ = [
     "MAPPO",
@@ -58,10 +65,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PolicyKind = Literal["gaussian", "beta"]
-
-_BETA_EPS = 1e-6  # Beta samples are kept in [eps, 1 - eps] so their log-probability is finite
-_ROLLOUT_KEYS = ("obs", "state", "actions", "log_probs", "rewards")
+# the private names this module defined before its parts moved out (still importable from here)
+_mlp, _head, _masked_mean = mlp, linear_head, masked_mean
+_sample_gamma, _sample_beta, _BETA_EPS = sample_gamma, sample_beta, BETA_EPS
+_StepLike, _ROLLOUT_KEYS = ImaginedStepLike, ROLLOUT_KEYS
 
 
 # --------------------------------------------------------------------------- config
@@ -113,9 +120,7 @@ class MAPPOConfig:
     def __post_init__(self) -> None:
         positive_ints = ("hidden_dim", "num_layers", "ppo_epochs", "num_minibatches")
         for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+            check_int(name, getattr(self, name))
         for name in ("actor_lr", "critic_lr", "adam_eps", "max_grad_norm", "clip", "std_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(
@@ -150,517 +155,13 @@ class MAPPOConfig:
         return cls(**{"gamma": 0.95, "entropy_coef": 0.01, **overrides})
 
 
-# ------------------------------------------------------------------------ networks
-def _mlp(in_dim: int, hidden_dim: int, num_layers: int, feature_norm: bool) -> nn.Sequential:
-    """``[LayerNorm(in)] → (Linear → ReLU → LayerNorm) × num_layers``, orthogonal init (HARL)."""
-    layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if feature_norm else []
-    dim = in_dim
-    for _ in range(num_layers):
-        linear = nn.Linear(dim, hidden_dim)
-        nn.init.orthogonal_(linear.weight, gain=nn.init.calculate_gain("relu"))
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.ReLU(), nn.LayerNorm(hidden_dim)]
-        dim = hidden_dim
-    return nn.Sequential(*layers)
-
-
-def _head(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
-    linear = nn.Linear(in_dim, out_dim)
-    nn.init.orthogonal_(linear.weight, gain=gain)
-    nn.init.zeros_(linear.bias)
-    return linear
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` over the entries where ``mask`` (broadcast to ``x``) is nonzero."""
-    if mask is None:
-        return x.mean()
-    weight = mask.to(x.dtype).expand_as(x)
-    return (x * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-class ValueNorm(nn.Module):
-    """MAPPO's ValueNorm: a debiased exponential moving average of the value targets.
-
-    Each :meth:`update` call counts as one batch, whatever its size. After ``k`` updates with
-    batch means ``m_i`` and batch mean squares ``q_i``::
-
-        mean = Σ_i β^(k−i) m_i / Σ_i β^(k−i)        (the debiasing term is 1 − β^k)
-        var  = max(Σ_i β^(k−i) q_i / Σ_i β^(k−i) − mean², min_var)
-
-    so with one update the statistics are exactly the batch's, and with ``β = 0.99999`` (MAPPO's
-    default) the first ~10⁴ batches are weighted almost equally while old ones fade out slowly, as
-    the value scale of a learning policy drifts. Statistics are float64 buffers (``state_dict``).
-
-    Args:
-        beta: EMA factor β in (0, 1).
-        epsilon: floor on the debiasing term (before the first update).
-        min_var: floor on the variance (MAPPO: 1e-2).
-    """
-
-    running_mean: torch.Tensor
-    running_mean_sq: torch.Tensor
-    debiasing_term: torch.Tensor
-
-    def __init__(self, beta: float = 0.99999, epsilon: float = 1e-5, min_var: float = 1e-2) -> None:
-        super().__init__()
-        if not 0.0 < beta < 1.0:
-            raise ValueError(f"beta: expected a value in (0, 1), received {beta!r}")
-        self.beta, self.epsilon, self.min_var = beta, epsilon, min_var
-        self.register_buffer("running_mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("running_mean_sq", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Fold the (masked) mean and mean square of ``x`` (any shape) into the statistics."""
-        check_tensor("x", x, floating=True)
-        x = x.to(torch.float64)
-        if mask is not None:
-            check_tensor("mask", mask, tuple(x.shape))
-        batch_mean = _masked_mean(x, mask)
-        batch_mean_sq = _masked_mean(x.square(), mask)
-        b = self.beta
-        self.running_mean.mul_(b).add_(batch_mean * (1.0 - b))
-        self.running_mean_sq.mul_(b).add_(batch_mean_sq * (1.0 - b))
-        self.debiasing_term.mul_(b).add_(1.0 - b)
-
-    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Debiased ``(mean, var)`` as float64 scalars."""
-        debias = self.debiasing_term.clamp_min(self.epsilon)
-        mean = self.running_mean / debias
-        mean_sq = self.running_mean_sq / debias
-        return mean, (mean_sq - mean.square()).clamp_min(self.min_var)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x − mean) / std`` in ``x``'s dtype."""
-        mean, var = self.mean_var()
-        return (x - mean.to(x.dtype)) / var.sqrt().to(x.dtype)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize`."""
-        mean, var = self.mean_var()
-        return x * var.sqrt().to(x.dtype) + mean.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, epsilon={self.epsilon}, min_var={self.min_var}"
-
-
-class ActorOutput(NamedTuple):
-    """What :meth:`Actor.act` returns (leading dims ``[...]``, e.g. ``[B]``)."""
-
-    action: torch.Tensor  # (..., A) joint action in environment units, within the bounds
-    policy_action: torch.Tensor  # (..., A) the sample in policy space (store it for PPO)
-    log_prob: torch.Tensor  # (..., n) log π(policy_action | o) per agent
-
-
-class Actor(nn.Module):
-    """Policy ``π_ψ(a^i | o^i)`` shared by all agents (App. C), batched over agents.
-
-    Input of agent ``i``: its observation zero-padded to ``max_obs_dim``, then a one-hot id of
-    length ``n``; so ``in_dim = max_obs_dim + n``. See the module docstring for the two policy
-    spaces and the bounds.
-
-    Args:
-        spec: the team.
-        config: network sizes and policy kind.
-    """
-
-    obs_index: torch.Tensor
-    obs_mask: torch.Tensor
-    agent_ids: torch.Tensor
-    action_mask: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-
-    def __init__(self, spec: MultiAgentSpec, config: MAPPOConfig | None = None) -> None:
-        super().__init__()
-        self.spec = spec
-        self.config = cfg = config or MAPPOConfig()
-        self.policy: PolicyKind = cfg.policy
-        n, m = spec.n_agents, spec.max_action_dim
-        self.in_dim = spec.max_obs_dim + n
-        self.body = _mlp(self.in_dim, cfg.hidden_dim, cfg.num_layers, cfg.feature_norm)
-        if cfg.policy == "gaussian":
-            self.head = _head(cfg.hidden_dim, m, gain=0.01)  # HARL: small initial actions
-            self.std_param = nn.Parameter(torch.full((m,), float(cfg.std_init)))
-        else:
-            self.head = _head(cfg.hidden_dim, 2 * m, gain=0.01)
-        # index of every padded observation slot in the joint observation (0 for padding)
-        offsets = [0]
-        for d in spec.obs_dims:
-            offsets.append(offsets[-1] + d)
-        obs_index = [
-            [offsets[i] + j if j < d else 0 for j in range(spec.max_obs_dim)]
-            for i, d in enumerate(spec.obs_dims)
-        ]
-        self.register_buffer("obs_index", torch.tensor(obs_index), persistent=False)  # (n, Om)
-        dims = torch.tensor(spec.obs_dims)
-        obs_mask = torch.arange(spec.max_obs_dim)[None, :] < dims[:, None]
-        self.register_buffer("obs_mask", obs_mask, persistent=False)  # (n, Om)
-        self.register_buffer("agent_ids", torch.eye(n), persistent=False)  # (n, n)
-        self.register_buffer("action_mask", spec.action_mask(), persistent=False)  # (n, m)
-        low, high = spec.action_bounds()
-        self.register_buffer("low", low, persistent=False)  # (A,)
-        self.register_buffer("high", high, persistent=False)  # (A,)
-
-    # ------------------------------------------------------------------ inputs
-    def agent_inputs(self, joint_obs: torch.Tensor) -> torch.Tensor:
-        """``[..., O]`` joint observation → ``[..., n, max_obs_dim + n]`` network inputs."""
-        check_tensor("joint_obs", joint_obs, last_dim=self.spec.joint_obs_dim, floating=True)
-        padded = joint_obs[..., self.obs_index] * self.obs_mask.to(joint_obs.dtype)  # (..., n, Om)
-        ids = self.agent_ids.to(joint_obs.dtype).expand(*padded.shape[:-1], self.spec.n_agents)
-        return torch.cat([padded, ids], dim=-1)  # (..., n, Om + n)
-
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distribution parameters from per-agent inputs ``[..., in_dim]``.
-
-        Returns:
-            ``(mean, std)`` for ``"gaussian"``, ``(α, β)`` for ``"beta"``; each ``[..., m]`` with
-            ``m = max_action_dim`` (entries past an agent's action size are unused).
-        """
-        out = self.head(self.body(inputs))
-        if self.policy == "gaussian":
-            std = torch.sigmoid(self.std_param) * self.config.std_scale  # (m,)
-            return out, std.expand_as(out)
-        alpha, beta = out.chunk(2, dim=-1)
-        return 1.0 + F.softplus(alpha), 1.0 + F.softplus(beta)
-
-    def _per_dim(self, p1: torch.Tensor, p2: torch.Tensor) -> Normal | Beta:
-        # no argument validation: it costs a host sync per call, and non-finite parameters are
-        # caught where they matter (MAPPO.update skips non-finite updates)
-        if self.policy == "gaussian":
-            return Normal(p1, p2, validate_args=False)
-        return Beta(p1, p2, validate_args=False)
-
-    # ------------------------------------------------------------- actions
-    def to_env_action(self, policy_action: torch.Tensor) -> torch.Tensor:
-        """Policy-space joint action ``[..., A]`` → environment units, within the bounds."""
-        low, high = self.low.to(policy_action.dtype), self.high.to(policy_action.dtype)
-        if self.policy == "gaussian":
-            unit = (policy_action.clamp(-1.0, 1.0) + 1.0) * 0.5
-        else:
-            unit = policy_action.clamp(0.0, 1.0)
-        return low + unit * (high - low)
-
-    def act(
-        self,
-        joint_obs: torch.Tensor,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> ActorOutput:
-        """Sample (or take the mean of) every agent's action from the joint observation.
-
-        Args:
-            joint_obs: ``[..., O]``.
-            deterministic: the distribution's mean instead of a sample.
-            generator: random generator on the actor's device (default: the global RNG).
-
-        Returns:
-            :class:`ActorOutput` with ``action [..., A]``, ``policy_action [..., A]`` and
-            ``log_prob [..., n]``.
-        """
-        p1, p2 = self(self.agent_inputs(joint_obs))  # (..., n, m) each
-        if self.policy == "gaussian":
-            if deterministic:
-                sample = p1
-            else:
-                noise = torch.randn(p1.shape, generator=generator, device=p1.device, dtype=p1.dtype)
-                sample = p1 + p2 * noise
-        else:
-            if deterministic:
-                sample = p1 / (p1 + p2)
-            elif generator is None:
-                sample = Beta(p1, p2, validate_args=False).sample()
-            else:
-                sample = _sample_beta(p1, p2, generator)
-            sample = sample.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
-        sample = sample.detach()  # PPO: a sample, not a reparameterised path
-        log_prob = self._log_prob(p1, p2, sample)  # (..., n)
-        policy_action = self.spec.unpad_actions(sample)  # (..., A)
-        return ActorOutput(self.to_env_action(policy_action), policy_action, log_prob)
-
-    def evaluate(
-        self, joint_obs: torch.Tensor, policy_action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability and entropy of stored policy-space actions.
-
-        Args:
-            joint_obs: ``[..., O]``.
-            policy_action: ``[..., A]``, as returned in :attr:`ActorOutput.policy_action`.
-
-        Returns:
-            ``(log_prob [..., n], entropy [..., n])``, each summed over the agent's real
-            action entries.
-        """
-        check_tensor("policy_action", policy_action, floating=True)
-        if tuple(policy_action.shape[:-1]) != tuple(joint_obs.shape[:-1]):
-            raise ValueError(
-                f"policy_action: expected leading shape {tuple(joint_obs.shape[:-1])} (as "
-                f"joint_obs), received shape {tuple(policy_action.shape)}"
-            )
-        p1, p2 = self(self.agent_inputs(joint_obs))  # (..., n, m)
-        padded = self.spec.pad_actions(policy_action)  # (..., n, m), zeros at padding
-        if self.policy == "beta":
-            padded = padded.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
-        mask = self.action_mask
-        entropy = torch.where(mask, self._per_dim(p1, p2).entropy(), 0.0).sum(-1)  # (..., n)
-        return self._log_prob(p1, p2, padded), entropy
-
-    def _log_prob(self, p1: torch.Tensor, p2: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """Sum of per-entry log-probabilities over each agent's real entries → ``[..., n]``."""
-        mask = self.action_mask
-        safe = torch.where(mask, sample, 0.0 if self.policy == "gaussian" else 0.5)
-        return torch.where(mask, self._per_dim(p1, p2).log_prob(safe), 0.0).sum(-1)
-
-
-def _sample_gamma(
-    alpha: torch.Tensor, generator: torch.Generator, attempts: int = 16
-) -> torch.Tensor:
-    """Gamma(α, 1) for α ≥ 1 by Marsaglia–Tsang, drawing from ``generator`` (vectorised).
-
-    Every element gets ``attempts`` proposals (acceptance ≥ 0.95 each for α ≥ 1); an element
-    rejected every time (probability < 1e-20) falls back to the mean α.
-    """
-    d = alpha - 1.0 / 3.0
-    c = torch.rsqrt(9.0 * d)
-    out = alpha.clone()
-    done = torch.zeros_like(alpha, dtype=torch.bool)
-    for _ in range(attempts):
-        x = torch.randn(alpha.shape, generator=generator, device=alpha.device, dtype=alpha.dtype)
-        u = torch.rand(alpha.shape, generator=generator, device=alpha.device, dtype=alpha.dtype)
-        v = (1.0 + c * x) ** 3
-        log_v = torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
-        ok = (v > 0) & (torch.log(u) < 0.5 * x.square() + d - d * v + d * log_v)
-        out = torch.where(ok & ~done, d * v, out)
-        done = done | ok
-    return out
-
-
-def _sample_beta(
-    alpha: torch.Tensor, beta: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """Beta(α, β) = X / (X + Y) with X ~ Gamma(α), Y ~ Gamma(β) (α, β ≥ 1)."""
-    x = _sample_gamma(alpha, generator)
-    y = _sample_gamma(beta, generator)
-    return x / (x + y)
-
-
-class Critic(nn.Module):
-    """``V_ξ(s)`` on the global state (App. C), 3-layer MLP with ReLU and LayerNorm.
-
-    The network predicts values in :class:`ValueNorm`'s normalised units (``forward``);
-    :meth:`value` denormalises. With ``config.value_norm=False`` both are the same.
-    """
-
-    def __init__(self, spec: MultiAgentSpec, config: MAPPOConfig | None = None) -> None:
-        super().__init__()
-        self.spec = spec
-        cfg = config or MAPPOConfig()
-        self.body = _mlp(spec.state_dim, cfg.hidden_dim, cfg.num_layers, cfg.feature_norm)
-        self.head = _head(cfg.hidden_dim, 1, gain=1.0)
-        self.value_norm = ValueNorm(cfg.value_norm_beta) if cfg.value_norm else None
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        """``[..., S]`` → ``[...]`` value in normalised units."""
-        check_tensor("state", state, last_dim=self.spec.state_dim, floating=True)
-        return self.head(self.body(state)).squeeze(-1)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.value_norm is None else self.value_norm.normalize(x)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.value_norm is None else self.value_norm.denormalize(x)
-
-    def value(self, state: torch.Tensor) -> torch.Tensor:
-        """``[..., S]`` → ``[...]`` value in return units."""
-        return self.denormalize(self(state))
-
-
-# ----------------------------------------------------------------------- objectives
-def lambda_returns(
-    rewards: torch.Tensor, values: torch.Tensor, discounts: torch.Tensor, lam: float
-) -> torch.Tensor:
-    """λ-returns of eq. 19 (DreamerV1's form), computed backwards in time.
-
-    With ``T`` imagined steps, step ``t`` (0-based) takes action ``a_t`` in state ``s_t`` and
-    receives ``r_t`` and ``d_t``; ``values[t] = V(s_t)`` for ``t = 0..T`` (``values[T]`` is the
-    state after the last action, used only to bootstrap)::
-
-        V^λ_T = V(s_T)
-        V^λ_t = r_t + d_t · ((1 − λ) · V(s_{t+1}) + λ · V^λ_{t+1}),   t = T−1, …, 0
-
-    Index map to the paper: its trajectory ``t = 1..H`` holds ``H = T + 1`` states; eq. 19's
-    ``t < H`` branch is our ``t = 0..T−1`` and its ``t = H`` branch our ``V^λ_T``. Eq. 19 as
-    printed writes ``(1 − λ) V_ξ(ŝ_t)``; we follow DreamerV1 (eq. 6 of the cited paper),
-    ``(1 − λ) V(s_{t+1})``, which makes ``λ = 0`` the one-step TD target and ``λ = 1`` the
-    bootstrapped discounted return. In DIMA ``d_t = γ · (1 − p_t)`` where ``p_t`` is the reward
-    model's predicted termination probability of step ``t`` (its ``γ̂_t``), so a likely terminal
-    transition stops bootstrapping (see :meth:`MAPPO.prepare_batch`).
-
-    Args:
-        rewards: ``[T, *]`` rewards ``r_t``.
-        values: ``[T + 1, *]`` ``V(s_t)`` in return units (not normalised).
-        discounts: ``[T, *]`` ``d_t``.
-        lam: λ in [0, 1].
-
-    Returns:
-        ``[T, *]`` targets ``V^λ_t``.
-    """
-    check_tensor("rewards", rewards, floating=True)
-    if rewards.dim() < 1:
-        raise ValueError("rewards: expected shape (T, *), received a 0-d tensor")
-    T, rest = rewards.shape[0], tuple(rewards.shape[1:])
-    check_tensor("values", values, (T + 1, *rest), floating=True)
-    check_tensor("discounts", discounts, (T, *rest), floating=True)
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam: expected a value in [0, 1], received {lam!r}")
-    out = torch.empty_like(rewards)
-    next_return = values[T]
-    for t in reversed(range(T)):
-        next_return = rewards[t] + discounts[t] * ((1.0 - lam) * values[t + 1] + lam * next_return)
-        out[t] = next_return
-    return out
-
-
-def ppo_losses(
-    log_probs: torch.Tensor,
-    old_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    entropy: torch.Tensor,
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    *,
-    clip: float = 0.1,
-    entropy_coef: float = 0.001,
-    value_clip: float | None = 0.1,
-    huber_delta: float | None = 10.0,
-    mask: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Actor loss (eq. 21) and critic loss (eq. 20 with MAPPO's Huber and value clipping).
-
-    The team advantage ``A_t`` is shared by every agent (App. C): it is broadcast over the agent
-    axis. Means run over every (sample, agent) pair where ``mask`` is set, i.e. the mean of the
-    per-agent losses ``L^i_ψ`` of eq. 21 over agents.
-
-    Actor::
-
-        ρ = exp(log π − log π_old)
-        policy_loss  = −mean(min(ρ A, clip(ρ, 1 − ε, 1 + ε) A))
-        entropy_loss = −η · mean(H)
-        actor_loss   = policy_loss + entropy_loss
-
-    Critic (all in ValueNorm's normalised units)::
-
-        v_clip      = v_old + clip(v − v_old, −ε_v, ε_v)
-        value_loss  = mean(max(ℓ(R − v), ℓ(R − v_clip)))     (no max when value_clip is None)
-        ℓ(e) = Huber_δ(e) = ½ e² if |e| ≤ δ else δ (|e| − ½ δ)   (½ e² when huber_delta is None)
-
-    Args:
-        log_probs: ``[*, n]`` log-probabilities under the current policy (with gradient).
-        old_log_probs: ``[*, n]`` log-probabilities when the data was collected.
-        advantages: ``[*]`` team advantages (already normalised if desired).
-        entropy: ``[*, n]`` per-agent policy entropies.
-        values: ``[*]`` current critic outputs (with gradient).
-        old_values: ``[*]`` critic outputs when the batch was prepared.
-        returns: ``[*]`` critic targets (normalised λ-returns).
-        clip: PPO ε.
-        entropy_coef: η.
-        value_clip: ε_v, or None for the unclipped loss.
-        huber_delta: δ, or None for ½ e².
-        mask: ``[*]`` bool/float weights (steps to count); None counts everything.
-
-    Returns:
-        dict with scalar tensors ``actor_loss``, ``policy_loss``, ``entropy_loss``, ``entropy``,
-        ``critic_loss`` (= ``value_loss``), ``value_loss``, ``ratio`` (mean), ``clip_fraction``
-        (share of ratios outside ``[1 − ε, 1 + ε]``) and ``approx_kl`` (mean of
-        ``(ρ − 1) − log ρ``, an estimator of KL(π_old ‖ π)).
-    """
-    check_tensor("log_probs", log_probs, floating=True)
-    if log_probs.dim() < 1:
-        raise ValueError("log_probs: expected shape (*, n), received a 0-d tensor")
-    lead = tuple(log_probs.shape[:-1])
-    check_tensor("old_log_probs", old_log_probs, tuple(log_probs.shape), floating=True)
-    check_tensor("entropy", entropy, tuple(log_probs.shape), floating=True)
-    for name, x in (
-        ("advantages", advantages),
-        ("values", values),
-        ("old_values", old_values),
-        ("returns", returns),
-    ):
-        check_tensor(name, x, lead, floating=True)
-    if mask is not None:
-        check_tensor("mask", mask, lead)
-    if not clip > 0:
-        raise ValueError(f"clip: expected a positive number, received {clip!r}")
-
-    agent_mask = None if mask is None else mask[..., None]  # (*, 1) broadcast over agents
-    log_ratio = log_probs - old_log_probs  # (*, n)
-    ratio = log_ratio.exp()
-    adv = advantages[..., None]  # (*, 1) the team advantage, shared by all agents
-    surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-    policy_loss = -_masked_mean(surrogate, agent_mask)
-    mean_entropy = _masked_mean(entropy, agent_mask)
-    entropy_loss = -entropy_coef * mean_entropy
-
-    def error_loss(err: torch.Tensor) -> torch.Tensor:
-        if huber_delta is None:
-            return 0.5 * err.square()
-        return F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=huber_delta)
-
-    loss = error_loss(returns - values)
-    if value_clip is not None:
-        clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
-        loss = torch.maximum(loss, error_loss(returns - clipped))
-    value_loss = _masked_mean(loss, mask)
-
-    with torch.no_grad():
-        ratio_mean = _masked_mean(ratio, agent_mask)
-        clip_fraction = _masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), agent_mask)
-        approx_kl = _masked_mean((ratio - 1.0) - log_ratio, agent_mask)
-    return {
-        "actor_loss": policy_loss + entropy_loss,
-        "policy_loss": policy_loss,
-        "entropy_loss": entropy_loss,
-        "entropy": mean_entropy,
-        "critic_loss": value_loss,
-        "value_loss": value_loss,
-        "ratio": ratio_mean,
-        "clip_fraction": clip_fraction,
-        "approx_kl": approx_kl,
-    }
-
-
 # --------------------------------------------------------------------- the learner
-class _StepLike(Protocol):
-    """The fields of :class:`dimalib.imagination.ImaginedStep` that MAPPO reads."""
-
-    @property
-    def obs(self) -> torch.Tensor: ...  # (B, O)
-    @property
-    def state(self) -> torch.Tensor: ...  # (B, S)
-    @property
-    def reward(self) -> torch.Tensor: ...  # (B,)
-    @property
-    def terminated(self) -> torch.Tensor: ...  # (B,) bool, sticky
-    @property
-    def termination_prob(self) -> torch.Tensor: ...  # (B,)
-
-
-class ImaginationEnvLike(Protocol):
-    """What :meth:`MAPPO.collect_imagined_rollout` needs: :class:`ImaginationEnv` fits."""
-
-    @property
-    def horizon(self) -> int: ...
-
-    def reset(self, *, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def step(self, joint_action: torch.Tensor) -> _StepLike: ...
-
-
 class MAPPO:
     """DIMA's MAPPO: shared actor on observations, critic on the global state, λ-returns.
+
+    A :class:`~dimalib.algorithms.protocols.Learner`: what :class:`~dimalib.training.Trainer`
+    drives (:meth:`act`, :meth:`eval`, :meth:`collect_imagined_rollout`, :meth:`update`,
+    :meth:`state_dict`, :meth:`load_state_dict`).
 
     **Rollout dict** (``T`` steps of ``B`` parallel rollouts; what :meth:`update` consumes and
     :meth:`collect_imagined_rollout` produces):
@@ -709,6 +210,16 @@ class MAPPO:
         )
 
     # ---------------------------------------------------------------- acting
+    def eval(self) -> MAPPO:
+        """Put the actor and the critic in inference mode (as ``nn.Module.eval``); returns self.
+
+        :meth:`update` puts them back in training mode. (Their layers behave the same in both
+        modes; this is for learners or subclasses whose layers do not.)
+        """
+        self.actor.eval()
+        self.critic.eval()
+        return self
+
     @torch.no_grad()
     def act(
         self,
@@ -717,6 +228,9 @@ class MAPPO:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``[..., O]`` joint observation → ``[..., A]`` joint action in environment units.
+
+        A sample of the policy (from ``generator``, default: the global RNG; collection), or its
+        mean with ``deterministic=True`` (evaluation).
 
         The env-to-policy boundary: a floating observation of any precision, on any device, is
         converted to float32 on the learner's device (explicitly, here); NaN/inf is refused (one
@@ -757,79 +271,15 @@ class MAPPO:
             ``mask`` (True while the rollout had not terminated before step ``t``), plus
             ``env_actions [T, B, A]`` (what the env received) and ``terminated [T, B]``.
         """
-        max_horizon = int(imagination_env.horizon)
-        horizon = max_horizon if horizon is None else horizon
-        if not isinstance(horizon, int) or not 1 <= horizon <= max_horizon:
-            raise ValueError(
-                f"horizon: expected an integer in [1, {max_horizon}] (the env's horizon), "
-                f"received {horizon!r}"
-            )
-        obs, state = imagination_env.reset(seed=seed)
-        obs, state = obs.to(self.device), state.to(self.device)
-        alive = torch.ones(obs.shape[0], dtype=torch.bool, device=self.device)
-        steps: dict[str, list[torch.Tensor]] = {}
-        for _ in range(horizon):
-            out = self.actor.act(obs, generator=generator)
-            step = imagination_env.step(out.action)
-            record = {
-                "obs": obs,  # (B, O) o_t
-                "state": state,  # (B, S) s_t
-                "actions": out.policy_action,  # (B, A)
-                "env_actions": out.action,  # (B, A)
-                "log_probs": out.log_prob,  # (B, n)
-                "mask": alive,  # (B,) not terminated before step t
-                "rewards": step.reward,  # (B,) r_t
-                "termination_prob": step.termination_prob,  # (B,) p_t
-                "terminated": step.terminated,  # (B,) after step t
-            }
-            for key, value in record.items():
-                steps.setdefault(key, []).append(value.to(self.device))
-            obs, state = step.obs.to(self.device), step.state.to(self.device)
-            alive = ~step.terminated.to(self.device)
-        steps["state"].append(state)  # s_T, for bootstrapping
-        rollout = {k: torch.stack(v) for k, v in steps.items()}
-        rollout["rewards"] = rollout["rewards"].float()
-        rollout["termination_prob"] = rollout["termination_prob"].float()
-        return rollout
+        return imagine_rollout(
+            lambda obs: self.actor.act(obs, generator=generator),
+            imagination_env,
+            horizon,
+            seed=seed,
+            device=self.device,
+        )
 
     # -------------------------------------------------------------- learning
-    def _check_rollout(self, rollout: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not isinstance(rollout, Mapping):
-            raise ValueError(
-                f"rollout: expected a mapping of tensors, received {type(rollout).__name__}"
-            )
-        missing = [k for k in _ROLLOUT_KEYS if k not in rollout]
-        if missing:
-            raise ValueError(f"rollout: missing keys {missing}; received keys {sorted(rollout)}")
-        has_d, has_p = "discounts" in rollout, "termination_prob" in rollout
-        if has_d == has_p:
-            raise ValueError(
-                "rollout: expected exactly one of 'discounts' and 'termination_prob', received "
-                f"{'both' if has_d else 'neither'}"
-            )
-        rewards = check_tensor(
-            "rollout['rewards']", rollout["rewards"], (None, None), floating=True
-        )
-        T, B = rewards.shape
-        spec = self.spec
-        shapes = {
-            "obs": (T, B, spec.joint_obs_dim),
-            "state": (T + 1, B, spec.state_dim),
-            "actions": (T, B, spec.joint_action_dim),
-            "log_probs": (T, B, spec.n_agents),
-            "discounts": (T, B),
-            "termination_prob": (T, B),
-        }
-        out: dict[str, torch.Tensor] = {"rewards": rewards}
-        for key, shape in shapes.items():
-            if key in rollout:
-                out[key] = check_tensor(f"rollout[{key!r}]", rollout[key], shape, floating=True)
-        for key, value in out.items():
-            check_finite(f"rollout[{key!r}]", value)
-        if "mask" in rollout:
-            out["mask"] = check_tensor("rollout['mask']", rollout["mask"], (T, B))
-        return {k: v.to(self.device) for k, v in out.items()}
-
     @torch.no_grad()
     def prepare_batch(self, rollout: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """λ-returns, team advantages and critic targets for a rollout, flattened to ``N = T·B``.
@@ -845,7 +295,7 @@ class MAPPO:
             normalised units), ``mask`` (float), ``lambda_returns`` and ``values`` (the
             critic's ``V(s_t)`` used for the advantages; both in return units).
         """
-        r = self._check_rollout(rollout)
+        r = check_rollout(rollout, self.spec, self.device)
         cfg, critic = self.config, self.critic
         rewards = r["rewards"]
         T = rewards.shape[0]
@@ -859,8 +309,8 @@ class MAPPO:
         returns = lambda_returns(rewards, values, discounts, cfg.lam)  # (T, B)
         advantages = returns - values[:T]  # (T, B)
         if cfg.normalize_advantages:
-            mean = _masked_mean(advantages, mask)
-            std = _masked_mean((advantages - mean).square(), mask).sqrt()
+            mean = masked_mean(advantages, mask)
+            std = masked_mean((advantages - mean).square(), mask).sqrt()
             advantages = (advantages - mean) / (std + 1e-5)
         if critic.value_norm is not None:
             critic.value_norm.update(returns, mask)
@@ -954,8 +404,8 @@ class MAPPO:
                 "(rewards, values) or lower the learning rates"
             )
         stats = {k: v / n_steps for k, v in sums.items()}
-        stats["return_mean"] = _masked_mean(batch["lambda_returns"], batch["mask"])
-        stats["value_mean"] = _masked_mean(batch["values"], batch["mask"])
+        stats["return_mean"] = masked_mean(batch["lambda_returns"], batch["mask"])
+        stats["value_mean"] = masked_mean(batch["values"], batch["mask"])
         numbers = torch.stack([v.float() for v in stats.values()]).tolist()  # one sync
         metrics = dict(zip(stats, numbers, strict=True))
         metrics["skipped_updates"] = float(skipped)

@@ -1,35 +1,17 @@
-"""Diffusion dynamics: EDM preconditioning, reveal schedules, the sampler, the U-Net, denoisers."""
+"""Deprecated alias of :mod:`dimalib.world_model.dynamics` (the modules moved there in 0.2).
 
-from dimalib.diffusion.conditioning import AgentActionEncoder
-from dimalib.diffusion.denoiser import DenoiserConfig, JointActionDenoiser, SequentialAgentDenoiser
-from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
-from dimalib.diffusion.reveal import REVEAL_KINDS, RevealKind, RevealSchedule
-from dimalib.diffusion.sampler import (
-    EulerSampler,
-    Order,
-    SamplerConfig,
-    agent_schedule,
-    default_num_steps,
-    karras_sigmas,
+``import dimalib.diffusion.denoiser`` and the names below keep working; new code imports from
+:mod:`dimalib.world_model.dynamics` or :mod:`dimalib.world_model`.
+"""
+
+from dimalib._compat import alias_modules
+from dimalib.world_model.dynamics import *  # noqa: F403
+from dimalib.world_model.dynamics import __all__ as __all__
+
+alias_modules(
+    __name__,
+    {
+        m: f"dimalib.world_model.dynamics.{m}"
+        for m in ("conditioning", "denoiser", "edm", "optimal", "reveal", "sampler", "unet1d")
+    },
 )
-from dimalib.diffusion.unet1d import UNet1D
-
-__all__ = [
-    "REVEAL_KINDS",
-    "AgentActionEncoder",
-    "DenoiserConfig",
-    "EDMCoefficients",
-    "EDMConfig",
-    "EDMPreconditioner",
-    "EulerSampler",
-    "JointActionDenoiser",
-    "Order",
-    "RevealKind",
-    "RevealSchedule",
-    "SamplerConfig",
-    "SequentialAgentDenoiser",
-    "UNet1D",
-    "agent_schedule",
-    "default_num_steps",
-    "karras_sigmas",
-]

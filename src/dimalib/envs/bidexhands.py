@@ -56,6 +56,7 @@ __all__ = [
     "BiDexHandsVecEnv",
     "isaacgym_missing_message",
     "make_bidexhands",
+    "make_bidexhands_vector",
 ]
 
 
@@ -176,6 +177,27 @@ def make_bidexhands(
     return BiDexHandsVecEnv(vec_task, device=device)
 
 
+def make_bidexhands_vector(
+    task: str,
+    num_envs: int,
+    *,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    device: torch.device | str = "cpu",
+) -> BiDexHandsVecEnv:
+    """:func:`make_bidexhands` with :func:`dimalib.envs.registry.make_vector_env`'s arguments:
+    ``num_envs`` Isaac Gym envs seeded once with ``seed``, ``max_episode_steps`` as the episode
+    length, outputs on ``device`` (a CUDA ``device`` also runs the simulation and the RL tensors
+    there)."""
+    dev = torch.device(device)
+    kwargs: dict[str, Any] = {"num_envs": num_envs, "seed": seed, "device": dev}
+    if dev.type == "cuda":
+        kwargs["rl_device"] = kwargs["sim_device"] = str(dev)
+    if max_episode_steps is not None:
+        kwargs["episode_length"] = max_episode_steps
+    return make_bidexhands(task, **kwargs)
+
+
 class BiDexHandsVecEnv:
     """``MultiVecTaskPython`` (or anything with its interface) as a dimalib vector env.
 
@@ -186,6 +208,9 @@ class BiDexHandsVecEnv:
 
     See the module docstring for how ``MultiVecTaskPython``'s outputs map to :class:`StepResult`.
     """
+
+    #: Isaac Gym is seeded once, when built: :meth:`reset` takes no seed.
+    seedable: bool = False
 
     def __init__(
         self,

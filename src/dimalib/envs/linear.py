@@ -4,7 +4,7 @@
 drawn independently, ``a^i ~ N(0, action_std² I)`` (in the data; any action can be evaluated).
 Because every law in it is Gaussian, the MMSE denoiser of its next state given any subset of the
 agents' current actions is available in closed form
-(:class:`~dimalib.diffusion.optimal.LinearGaussianDenoiser`): the error floor of any reveal
+(:class:`~dimalib.world_model.dynamics.optimal.LinearGaussianDenoiser`): the error floor of any reveal
 schedule can be computed exactly, and a learned dynamics model compared against it, agent by
 agent (:func:`~dimalib.evaluation.action_effects`: the true effect of changing agent ``i``'s
 action by ``δ`` is ``B_i δ``).

@@ -18,6 +18,8 @@ Note: in 1.4.2 ``agent_conf=None`` turns the env into a *single* agent and ignor
 The returned env is gymnasium-robotics' own ``MultiAgentMujocoEnv`` (a PettingZoo ``ParallelEnv``):
 the reward is shared by all agents, ``state()`` is the single-agent MuJoCo observation, and the
 time limit (``max_episode_steps``, default 1000) shows up as truncation, apart from termination.
+:func:`make_mamujoco` adds one method to it, ``flat_stepper()`` (:func:`flat_stepper` of that
+env), the array-level fast path :class:`~dimalib.envs.vector.VectorMultiAgentEnv` uses.
 The returns are comparable in trend, not digit for digit, with the paper's gym-0.21 ``-v2`` tasks.
 """
 
@@ -28,12 +30,14 @@ import difflib
 import io
 import logging
 import re
+import types
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from dimalib.envs._mujoco_log import mujoco_warnings_to_logging
 from dimalib.envs.parallel import spec_from_env
+from dimalib.utils.checks import check_int
 
 __all__ = [
     "CUSTOM_PARTITIONS",
@@ -203,6 +207,10 @@ def make_mamujoco(
             task's default (1000).
         **kwargs: passed to ``mamujoco_v1.parallel_env`` and on to the Gymnasium MuJoCo env.
 
+    Returns:
+        the env, with a ``flat_stepper()`` method (:func:`flat_stepper` of it: the vector env's
+        verified fast path, or ``None`` where the dict API is needed).
+
     Raises:
         ValueError: unknown scenario or a partition gymnasium-robotics rejects.
     """
@@ -212,17 +220,13 @@ def make_mamujoco(
             + did_you_mean(scenario, MAMUJOCO_SCENARIOS)
         )
     if max_episode_steps is not None:
-        if max_episode_steps < 1:
-            raise ValueError(
-                f"max_episode_steps: expected a positive integer, received {max_episode_steps}"
-            )
-        kwargs["max_episode_steps"] = int(max_episode_steps)
+        kwargs["max_episode_steps"] = check_int("max_episode_steps", max_episode_steps)
     mamujoco_v1 = _import_mamujoco()
     if (scenario, agent_conf) in CUSTOM_PARTITIONS:
         kwargs["agent_factorization"] = custom_factorization(scenario, agent_conf)
     try:
         with mujoco_warnings_to_logging():  # no settotalmass notice on stdout, no MUJOCO_LOG.TXT
-            return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
+            env = mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
     except Exception as exc:
         if "UNKNOWN partitioning config" in str(exc):
             raise UnknownEnvError(
@@ -236,6 +240,10 @@ def make_mamujoco(
                 "upstream bug of gymnasium-robotics with this mujoco version, not of dimalib"
             ) from exc
         raise
+    # the vector env's fast-path capability (dimalib.envs.vector.FlatStepper); the class is
+    # gymnasium-robotics', so the method is bound to this instance
+    env.flat_stepper = types.MethodType(flat_stepper, env)
+    return env
 
 
 def parse_mamujoco_name(name: str) -> tuple[str, str] | None:

@@ -2,7 +2,7 @@
 
 The world-model diagnostics need the *true* answer to "what if agent ``i`` had acted
 differently from this state?" (:func:`dimalib.evaluation.action_effects`). A MAMuJoCo global state
-is the single-agent MuJoCo observation ``[qpos[k:], qvel, extras]`` (:mod:`dimalib.envs.render`),
+is the single-agent MuJoCo observation ``[qpos[k:], qvel, extras]`` (:mod:`dimalib.envs.mamujoco_state`),
 so the simulator can be put in that state and stepped with any joint action: ``MuJoCoStepper``
 resets MuJoCo's data, sets ``qpos``/``qvel`` from the state, applies the joint action through
 gymnasium-robotics' own action partition and runs the env's ``frame_skip`` sub-steps
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from dimalib.envs.mamujoco import flat_stepper
-from dimalib.envs.render import StateLayout, state_layout, state_to_qpos_qvel
+from dimalib.envs.mamujoco_state import StateLayout, state_layout, state_to_qpos_qvel
 
 __all__ = ["MuJoCoStepper", "global_action_index"]
 

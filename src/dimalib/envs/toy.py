@@ -36,9 +36,9 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_int, check_tensor
 
-__all__ = ["CoupledPointMasses", "CoupledPointMassesConfig"]
+__all__ = ["CoupledPointMasses", "CoupledPointMassesConfig", "ExactToyDynamics"]
 
 NDArray = np.ndarray[Any, Any]
 
@@ -85,9 +85,7 @@ class CoupledPointMassesConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_agents", "space_dim", "max_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+            check_int(name, getattr(self, name))
         if self.action_dims is not None:
             dims = tuple(self.action_dims)
             if len(dims) != self.n_agents or any(
@@ -416,10 +414,46 @@ class CoupledPointMasses(ParallelEnv[str, NDArray, NDArray]):
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """``[B, S]`` reset states drawn as :meth:`reset` does (velocities 0)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
+        check_int("batch_size", batch_size)
         n, d, r = self.config.n_agents, self.config.space_dim, self.config.init_range
         gen_device = generator.device if generator is not None else device
         u = torch.rand(batch_size, n * d, generator=generator, dtype=dtype, device=gen_device)
         pos = (2.0 * u - 1.0) * r
         return torch.cat([pos, torch.zeros_like(pos)], dim=-1).to(device or pos.device)
+
+
+class ExactToyDynamics:
+    """The true dynamics of a :class:`CoupledPointMasses` env, batched and exact.
+
+    What :mod:`dimalib.training.diagnostics` compares the world model with (its ``TrueDynamics``
+    protocol): ``dynamics(states [B, S], joint_action [B, A]) -> next states [B, S]`` and
+    :meth:`rollout`.
+    """
+
+    def __init__(self, env: CoupledPointMasses) -> None:
+        self.env = env
+
+    def __call__(self, states: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:
+        return self.env.batched_step(states, joint_action)[0]
+
+    def rollout(self, states: torch.Tensor, policy: Any, horizon: int) -> dict[str, torch.Tensor]:
+        """``horizon`` steps of ``policy(obs [K, O]) -> [K, A]`` from ``states [K, S]``:
+        ``rewards [H, K]`` (0 after termination), ``terminated [H, K]``, ``states [H + 1, K, S]``
+        and ``actions [H, K, A]``."""
+        s = states
+        done = torch.zeros(s.shape[0], dtype=torch.bool, device=s.device)
+        rewards, terms, visited, taken = [], [], [s], []
+        for _ in range(horizon):
+            a = policy(self.env.observe(s))
+            s, r, term = self.env.batched_step(s, a)
+            rewards.append(torch.where(done, torch.zeros_like(r), r))
+            done = done | term
+            terms.append(done)
+            visited.append(s)
+            taken.append(a)
+        return {
+            "rewards": torch.stack(rewards),
+            "terminated": torch.stack(terms),
+            "states": torch.stack(visited),
+            "actions": torch.stack(taken),
+        }

@@ -30,10 +30,16 @@ Both modes give identical values.
 
 Conversion. Actions are split into per-agent dict entries as views of one ``[N, A]`` array and
 observations are concatenated straight into preallocated ``[N, O]`` arrays (one
-``np.concatenate(..., out=row)`` per copy); tensors wrap those arrays without copying. MAMuJoCo copies
-skip the dicts altogether where :func:`dimalib.envs.mamujoco.flat_stepper` verifies that an
-array-level path gives identical values (``fast_path=True``, the default), and so do the MuJoCo
-Bi-DexHands tasks (:meth:`dimalib.envs.mj_dexhands.MjDexHandsEnv.flat_stepper`).
+``np.concatenate(..., out=row)`` per copy); tensors wrap those arrays without copying.
+
+Fast path. An env may skip the dicts altogether by offering a ``flat_stepper()`` method that
+returns a :class:`FlatStepper` (array in, arrays out, the very values of its dict API) or ``None``
+(keep the dicts); :class:`VectorMultiAgentEnv` calls it once per copy (``fast_path=True``, the
+default). The MuJoCo Bi-DexHands tasks offer one
+(:meth:`dimalib.envs.mj_dexhands.MjDexHandsEnv.flat_stepper`), and so do the MAMuJoCo envs that
+:func:`dimalib.envs.mamujoco.make_mamujoco` builds, where
+:func:`dimalib.envs.mamujoco.flat_stepper` verifies that the array-level path gives identical
+values.
 """
 
 from __future__ import annotations
@@ -54,11 +60,13 @@ import torch
 
 from dimalib.envs.parallel import spec_from_env, team_reward
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.utils.checks import check_finite, check_int, check_tensor
 
 __all__ = [
     "BatchedMultiAgentEnv",
     "CollectResult",
+    "FlatStepper",
+    "RealVectorEnv",
     "StepResult",
     "TransitionSink",
     "VectorMultiAgentEnv",
@@ -109,16 +117,28 @@ class StepResult:
 
 
 # --------------------------------------------------------------------------- numpy env group
-def _flat_stepper(env: Any) -> Any:
-    """A verified array-level stepper for envs that have one (MAMuJoCo, the MuJoCo Bi-DexHands
-    tasks), else ``None``."""
-    if type(env).__module__.startswith("dimalib.envs.mj_dexhands"):
-        return env.flat_stepper()  # shares the dict API's step code: identical values
-    if type(env).__module__.startswith("gymnasium_robotics"):
-        from dimalib.envs.mamujoco import flat_stepper
+class FlatStepper(Protocol):
+    """An env's array-level step, what its ``flat_stepper()`` method returns (the fast path).
 
-        return flat_stepper(env)
-    return None
+    ``step`` must give exactly what the env's dict API gives for the same joint action (same
+    state, observations, reward and episode end), and it advances the same env: the vector env
+    then calls ``env.reset()`` and ``env.state()`` as usual.
+    """
+
+    def step(self, joint_action: np.ndarray) -> tuple[Any, Any, float, bool, bool]:
+        """``joint_action [A]`` (agent order) → ``(state [S], joint_obs [O], team reward,
+        terminated, truncated)``."""
+        ...
+
+
+def _flat_stepper(env: Any) -> FlatStepper | None:
+    """The env's own array-level stepper where it offers one (a ``flat_stepper()`` method that
+    returns a :class:`FlatStepper` or ``None``), else ``None``."""
+    method = getattr(env, "flat_stepper", None)
+    if not callable(method):
+        return None
+    flat: FlatStepper | None = method()
+    return flat
 
 
 _STEP_FIELDS = (
@@ -372,15 +392,19 @@ class VectorMultiAgentEnv:
         start_method: subprocess mode only; ``"spawn"`` (default) or ``"forkserver"``. Scripts that
             use the subprocess mode need the usual ``if __name__ == "__main__":`` guard.
         device: device of the returned tensors.
-        fast_path: step MAMuJoCo copies through a verified array-level path
-            (:class:`dimalib.envs.mamujoco.FlatMaMuJoCo`: same values as the dict API, without its
-            per-agent Python loops) where it applies; ``False`` always uses the PettingZoo dicts.
+        fast_path: step copies whose env offers an array-level path (a ``flat_stepper()``
+            method returning a :class:`FlatStepper`: same values as the dict API, without its
+            per-agent Python loops; MAMuJoCo where verified, the MuJoCo Bi-DexHands tasks) through
+            it; ``False`` always uses the PettingZoo dicts.
 
     Examples:
         >>> venv = VectorMultiAgentEnv([lambda: make_env("HalfCheetah-2x3")] * 4)  # doctest: +SKIP
         >>> state, obs = venv.reset(seed=0)          # [4, 17], [4, 24]
         >>> out = venv.step(torch.zeros(4, 6))       # StepResult of [4, ...] tensors
     """
+
+    #: ``reset(seed=s)`` seeds the copies (``s + i``); see :class:`RealVectorEnv`.
+    seedable: bool = True
 
     def __init__(
         self,
@@ -424,10 +448,8 @@ class VectorMultiAgentEnv:
             raise ValueError(
                 f"start_method: expected 'spawn' or 'forkserver', received {start_method!r}"
             )
-        if num_workers is not None and (
-            not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1
-        ):
-            raise ValueError(f"num_workers: expected a positive integer, received {num_workers!r}")
+        if num_workers is not None:
+            check_int("num_workers", num_workers)
         n_workers = min(len(fns), num_workers or (os.cpu_count() or 1))
         ctx = mp.get_context(start_method)
         edges = np.linspace(0, len(fns), n_workers + 1).round().astype(int)
@@ -586,6 +608,20 @@ class BatchedMultiAgentEnv(Protocol):
     def step(self, joint_action: torch.Tensor) -> StepResult: ...
 
 
+class RealVectorEnv(BatchedMultiAgentEnv, Protocol):
+    """A batched real env with its spec and ``close``: :class:`VectorMultiAgentEnv`,
+    :class:`dimalib.envs.bidexhands.BiDexHandsVecEnv`, or what a registered env's batched factory
+    returns (:func:`dimalib.envs.registry.make_vector_env`).
+
+    An env whose ``reset(seed=...)`` cannot seed it (Isaac Gym is seeded once, when built) says so
+    with a ``seedable = False`` attribute; without the attribute it counts as seedable.
+    """
+
+    spec: MultiAgentSpec
+
+    def close(self) -> None: ...
+
+
 class TransitionSink(Protocol):
     """What :func:`collect` writes into: ``dimalib.data.buffer.ReplayBuffer`` or anything with
     the same ``add`` (rows are the ``N`` env streams)."""
@@ -657,8 +693,7 @@ def collect(
     Raises:
         ValueError: ``steps`` negative, or the policy output is not a finite ``[N, A]`` tensor.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps: expected a non-negative integer, received {steps!r}")
+    check_int("steps", steps, minimum=0)
     if venv.needs_reset:
         venv.reset(seed=seed)
     state, obs = venv.state, venv.obs

@@ -33,7 +33,7 @@ Shared reward. The world model predicts one team reward; every agent receives it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
@@ -76,18 +76,6 @@ def _source_from_options(options: Mapping[str, Any] | None) -> Source | None:
             f"received {type(source).__name__}"
         )
     return source
-
-
-def _pad_layout(dims: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(index [n, max], mask [n, max])``: flat position of every padded slot, and real slots."""
-    m = max(dims)
-    offsets = np.cumsum([0, *dims[:-1]])
-    index = [[int(offsets[i]) + j if j < d else 0 for j in range(m)] for i, d in enumerate(dims)]
-    mask = [[j < d for j in range(m)] for d in dims]
-    return (
-        torch.tensor(index, dtype=torch.long, device=device),
-        torch.tensor(mask, dtype=torch.bool, device=device),
-    )
 
 
 def _obs_box(size: int) -> gymnasium.spaces.Box:
@@ -475,7 +463,6 @@ class HARLImaginationEnv:
         self.share_observation_space = [_obs_box(spec.state_dim) for _ in range(self.n_agents)]
         self.action_space = [_action_box(spec, sl, pad_to=m_act) for sl in spec.action_slices]
         self.true_action_space = [_action_box(spec, sl) for sl in spec.action_slices]
-        self._obs_index, self._obs_mask = _pad_layout(spec.obs_dims, self.device)
         self._source: Source | None = None
 
     def reset(
@@ -524,8 +511,7 @@ class HARLImaginationEnv:
 
     def pad_obs(self, joint_obs: torch.Tensor) -> torch.Tensor:
         """``[..., O]`` joint observation → ``[..., n_agents, max_obs]``, zero padded."""
-        padded = joint_obs[..., self._obs_index.to(joint_obs.device)]
-        return padded * self._obs_mask.to(device=joint_obs.device, dtype=padded.dtype)
+        return self.multi_agent_spec.pad_obs(joint_obs)
 
     def close(self) -> None:
         return None

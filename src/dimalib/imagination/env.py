@@ -43,11 +43,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.diffusion.reveal import Order, check_order
-from dimalib.models.reward_termination import KVCache
 from dimalib.utils.checks import check_finite, check_tensor
 from dimalib.utils.io import restore_fields
-from dimalib.world_model import DIMAWorldModel
+from dimalib.world_model.dynamics.reveal import Order, check_order
+from dimalib.world_model.protocols import RolloutCache, WorldModel
 
 __all__ = ["ImaginationConfig", "ImaginationEnv", "ImaginedStep", "StartContext"]
 
@@ -106,10 +105,12 @@ class ImaginedStep(NamedTuple):
 
 
 class ImaginationEnv:
-    """Batched imagined environment over a :class:`DIMAWorldModel`.
+    """Batched imagined environment over a world model.
 
     Args:
-        world_model: the trained model; its device is where everything runs.
+        world_model: the trained model: a :class:`~dimalib.world_model.DIMAWorldModel` or any
+            :class:`~dimalib.world_model.protocols.WorldModel`; its device is where everything
+            runs.
         source: default start contexts: a :class:`ReplayBuffer` (sampled at every ``reset``) or
             a mapping of tensors (see :data:`StartContext`).
         config: rollout count, horizon, order and the rules above.
@@ -123,31 +124,36 @@ class ImaginationEnv:
 
     def __init__(
         self,
-        world_model: DIMAWorldModel,
+        world_model: WorldModel[Any],
         source: ReplayBuffer | StartContext | None = None,
         config: ImaginationConfig | None = None,
         *,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(world_model, DIMAWorldModel):
+        if not isinstance(world_model, WorldModel):
             raise ValueError(
-                f"world_model: expected a DIMAWorldModel, received {type(world_model).__name__}"
+                "world_model: expected a WorldModel (dimalib.world_model.protocols: e.g. a "
+                f"DIMAWorldModel), received {type(world_model).__name__}"
+            )
+        if config is not None and not isinstance(config, ImaginationConfig):
+            raise ValueError(
+                f"config: expected an ImaginationConfig, received {type(config).__name__}"
             )
         self.world_model = world_model
         self.spec = world_model.spec
         self.config = config or ImaginationConfig()
-        max_steps = world_model.reward_model.config.max_steps
+        max_steps = world_model.max_rollout_steps
         if self.config.horizon > max_steps:
             raise ValueError(
                 f"config.horizon: expected at most the reward model's max_steps={max_steps}, "
                 f"received {self.config.horizon}"
             )
         self.source = source
-        self.device = next(world_model.parameters()).device
+        self.device = torch.device(world_model.device)
         self._generators: dict[object, torch.Generator] = {}
         self.last_disagreement: torch.Tensor | None = None
         self._seed(seed)
-        self._cache: KVCache | None = None
+        self._cache: RolloutCache | None = None
         self._t = -1  # steps taken since reset; -1 before the first reset
         low, high = self.spec.action_bounds(device=self.device)
         self._low, self._high = low, high
@@ -225,7 +231,7 @@ class ImaginationEnv:
                 obs = wm.decode(self._states[:, -1])
             self._obs = obs.to(self.device, torch.float32)
             if self._cache is None or self._cache.batch_size != B:
-                self._cache = wm.reward_model.init_cache(B, device=self.device)
+                self._cache = wm.init_rollout(B)
             self._cache.reset()
             self._terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
             # first step with a non-finite action (-1: none), kept on the device: no sync per step
@@ -301,7 +307,7 @@ class ImaginationEnv:
 
             state = self._states[:, -1]  # (B, S) s_t
             actions = torch.cat([self._actions, action[:, None]], dim=1)  # (B, L, A)
-            next_state = wm.dynamics.predict_next_state(
+            next_state = wm.predict_next_state(
                 self._states,
                 actions,
                 self._mask,
@@ -310,7 +316,7 @@ class ImaginationEnv:
                 check_inputs=False,
             )
             if cfg.disagreement_penalty > 0:
-                other = wm.dynamics.predict_next_state(
+                other = wm.predict_next_state(
                     self._states,
                     actions,
                     self._mask,
@@ -318,13 +324,11 @@ class ImaginationEnv:
                     generator=self._generator(self.device, "disagreement"),
                     check_inputs=False,
                 )
-                std = wm.dynamics.normalizer.std.to(next_state.dtype)
+                std = wm.state_std.to(next_state.dtype)
                 spread = ((next_state - other) / std).square().mean(dim=1).sqrt()  # (B,)
                 self.last_disagreement = spread.clone()
             assert self._cache is not None
-            reward, term_prob = wm.reward_model.step(
-                self._cache, wm.normalize_state(state), action, check_inputs=False
-            )
+            reward, term_prob = wm.predict_reward(self._cache, state, action, check_inputs=False)
             next_obs = wm.decode(next_state, check_inputs=False)
 
             if cfg.disagreement_penalty > 0:
@@ -332,7 +336,7 @@ class ImaginationEnv:
             reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
             self._terminated |= term_prob > cfg.termination_threshold
             self._states = torch.cat([self._states[:, 1:], next_state[:, None]], dim=1)
-            self._actions = torch.cat([self._actions[:, 1:], action[:, None]], dim=1)
+            self._actions = actions[:, 1:]  # (B, L-1, A): the window slides by one
             self._mask = torch.cat([self._mask[:, 1:], self._mask.new_ones(B, 1)], dim=1)
             self._obs = next_obs
         self._t += 1

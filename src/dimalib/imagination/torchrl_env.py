@@ -94,15 +94,6 @@ class TorchRLImaginationEnv(EnvBase):
         self._groups = ("agents",) if group_map == "all_in_one" else tuple(spec.agent_names)
         k, dev = spec.n_agents, env.device
         m_obs, m_act = spec.max_obs_dim, spec.max_action_dim
-        dims = spec.obs_dims
-        starts = [sum(dims[:i]) for i in range(k)]
-        self._obs_index = torch.tensor(
-            [[starts[i] + j if j < d else 0 for j in range(m_obs)] for i, d in enumerate(dims)],
-            device=dev,
-        )
-        self._obs_mask = torch.tensor(
-            [[j < d for j in range(m_obs)] for d in dims], dtype=torch.bool, device=dev
-        )
         low, high = spec.action_bounds(device=dev)
         mask = spec.action_mask(dev)
         pad_low = torch.where(mask, spec.pad_actions(low[None])[0], -1.0)
@@ -291,7 +282,7 @@ class TorchRLImaginationEnv(EnvBase):
             return TensorDict(values, batch_size=(n_envs, width))
 
         if self.group_map == "all_in_one":
-            groups = {"agents": group(obs[:, self._obs_index] * self._obs_mask.to(obs.dtype))}
+            groups = {"agents": group(spec.pad_obs(obs))}
         else:
             parts = spec.split_obs(obs)
             groups = {name: group(parts[i][:, None]) for i, name in enumerate(self._groups)}

@@ -1,19 +1,19 @@
-"""Learned components of DIMA besides the diffusion model.
+"""Deprecated alias of :mod:`dimalib.world_model` for the reward model, decoder and ensemble.
 
-* :class:`RewardTerminationGPT` — the reward and termination transformer ``f_ϕ`` (§3.2, eq. 23),
-  with a key/value cache for imagination rollouts;
-* :class:`FSQStateDecoder` — the quantized state-to-observation autoencoder ``g_φ`` (eq. 22);
-* :class:`ProbabilisticEnsemble` — an MBPO-style Gaussian MLP ensemble, the non-diffusion
-  dynamics baseline of the world-model benchmarks.
+``dimalib.models.reward_termination``, ``dimalib.models.state_decoder`` and
+``dimalib.models.mlp_ensemble`` name the modules that moved in 0.2 to
+:mod:`dimalib.world_model.reward_termination`, :mod:`dimalib.world_model.decoder` and
+:mod:`dimalib.world_model.ensemble`.
 """
 
-from dimalib.models.mlp_ensemble import EnsembleConfig, ProbabilisticEnsemble
-from dimalib.models.reward_termination import (
+from dimalib._compat import alias_modules
+from dimalib.world_model.decoder import FSQStateDecoder, StateDecoderConfig
+from dimalib.world_model.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from dimalib.world_model.reward_termination import (
     KVCache,
     RewardTerminationConfig,
     RewardTerminationGPT,
 )
-from dimalib.models.state_decoder import FSQStateDecoder, StateDecoderConfig
 
 __all__ = [
     "EnsembleConfig",
@@ -24,3 +24,12 @@ __all__ = [
     "RewardTerminationGPT",
     "StateDecoderConfig",
 ]
+
+alias_modules(
+    __name__,
+    {
+        "reward_termination": "dimalib.world_model.reward_termination",
+        "state_decoder": "dimalib.world_model.decoder",
+        "mlp_ensemble": "dimalib.world_model.ensemble",
+    },
+)

@@ -39,19 +39,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from dimalib.algorithms.mappo import MAPPOConfig
-from dimalib.diffusion.denoiser import DenoiserConfig
-from dimalib.diffusion.reveal import RevealSchedule
-from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
+from dimalib.envs.registry import UnknownEnvError, lookup
 from dimalib.imagination.env import ImaginationConfig
-from dimalib.models.reward_termination import RewardTerminationConfig
-from dimalib.models.state_decoder import StateDecoderConfig
 from dimalib.spec import MultiAgentSpec
 from dimalib.training.world_model_trainer import WorldModelTrainingConfig
 from dimalib.utils.io import restore_fields
-from dimalib.world_model import WorldModelConfig
+from dimalib.world_model.aggregate import WorldModelConfig
+from dimalib.world_model.decoder import StateDecoderConfig
+from dimalib.world_model.dynamics.denoiser import DenoiserConfig
+from dimalib.world_model.dynamics.reveal import RevealSchedule
+from dimalib.world_model.dynamics.sampler import EulerSampler, SamplerConfig
+from dimalib.world_model.reward_termination import RewardTerminationConfig
 
 __all__ = [
     "PRESETS",
@@ -64,7 +65,7 @@ __all__ = [
     "with_reveal",
 ]
 
-EnvFamily = Literal["mamujoco", "bidexhands"]
+EnvFamily = Literal["mamujoco", "bidexhands"]  # dimalib.envs.registry.ENV_FAMILIES
 Preset = Literal["paper", "cpu"]
 PRESETS: tuple[Preset, ...] = ("paper", "cpu")
 
@@ -236,14 +237,15 @@ class TrainerConfig:
 
 
 def env_family(env_name: str) -> EnvFamily:
-    """``"bidexhands"`` for the Bi-DexHands tasks (Isaac Gym) and their MuJoCo re-implementations
-    (``"MjShadowHand..."``), else ``"mamujoco"`` (MAMuJoCo and the toy env)."""
-    from dimalib.envs.bidexhands import BIDEXHANDS_TASKS
-    from dimalib.envs.mj_dexhands import MJ_DEXHANDS_TASK_NAMES
-
-    if env_name in BIDEXHANDS_TASKS or env_name in MJ_DEXHANDS_TASK_NAMES:
-        return "bidexhands"
-    return "mamujoco"
+    """The preset family of a registered env name (:attr:`dimalib.envs.registry.EnvEntry.family`):
+    ``"bidexhands"`` for the Bi-DexHands tasks (Isaac Gym) and their MuJoCo re-implementations
+    (``"MjShadowHand..."``), ``"mamujoco"`` for MAMuJoCo and the toy env. A name that is not
+    registered gets ``"mamujoco"`` (the name itself is checked where the env is built)."""
+    try:
+        entry = lookup(env_name)
+    except UnknownEnvError:
+        return "mamujoco"
+    return cast(EnvFamily, entry.family)  # one of ENV_FAMILIES (EnvEntry checks)
 
 
 def with_reveal(config: TrainerConfig, reveal: RevealSchedule) -> TrainerConfig:
@@ -310,14 +312,13 @@ def _cpu(family: EnvFamily) -> TrainerConfig:
 
 
 def trainer_config(preset: Preset | str, env_name: str = "HalfCheetah-2x3") -> TrainerConfig:
-    """The ``"paper"`` or ``"cpu"`` preset for an environment (its family picks Table 1/4 values).
+    """The ``"paper"`` or ``"cpu"`` preset for an environment (its family, :func:`env_family`,
+    picks Table 1/4 values).
 
     Raises:
         ValueError: unknown preset.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {list(PRESETS)}, received {preset!r}")
     family = env_family(env_name)
-    if preset == "paper":
-        return _paper(family)
-    if preset == "cpu":
-        return _cpu(family)
-    raise ValueError(f"preset: expected one of {list(PRESETS)}, received {preset!r}")
+    return _paper(family) if preset == "paper" else _cpu(family)

@@ -16,9 +16,11 @@ Two questions decide whether a policy learned in imagination transfers (learning
   actions): close to the real return, the gap comes from the imagined dynamics; close to the
   imagined one, from the reward model.
 
-The true env is the real MuJoCo simulator for MAMuJoCo tasks
-(:class:`~dimalib.envs.mamujoco_dynamics.MuJoCoStepper`) and the exact dynamics for the analytic
-``toy`` env; other envs (Bi-DexHands, its MuJoCo rebuilds) have none and skip the diagnostics.
+The true env is what the env name's registry entry offers
+(:attr:`dimalib.envs.registry.EnvEntry.true_dynamics`): the real MuJoCo simulator for MAMuJoCo
+tasks (:class:`~dimalib.envs.mamujoco_dynamics.MuJoCoStepper`) and the exact dynamics for the
+analytic ``toy`` env (:class:`~dimalib.envs.toy.ExactToyDynamics`); other envs (Bi-DexHands, its
+MuJoCo rebuilds, registered envs without one) have none and skip the diagnostics.
 Everything draws from generators of its own, so training is unaffected.
 """
 
@@ -31,8 +33,8 @@ from typing import Protocol
 import torch
 
 from dimalib.data.buffer import ReplayBuffer
-from dimalib.envs.mamujoco import parse_mamujoco_name
-from dimalib.envs.toy import CoupledPointMasses
+from dimalib.envs.registry import lookup
+from dimalib.envs.toy import ExactToyDynamics
 from dimalib.evaluation import action_effects
 from dimalib.imagination.env import ImaginationConfig, ImaginationEnv
 from dimalib.world_model import DIMAWorldModel
@@ -56,46 +58,24 @@ class TrueDynamics(Protocol):
         ...
 
 
-class ExactToyDynamics:
-    """:class:`TrueDynamics` of :class:`~dimalib.envs.toy.CoupledPointMasses` (batched, exact)."""
+def true_dynamics(env_name: str, *, max_episode_steps: int | None = None) -> TrueDynamics | None:
+    """The true dynamics of a registered env name, or ``None`` where it has none.
 
-    def __init__(self, env: CoupledPointMasses) -> None:
-        self.env = env
+    Built by the name's :attr:`~dimalib.envs.registry.EnvEntry.true_dynamics` factory: the real
+    MuJoCo simulator for MAMuJoCo names, :class:`ExactToyDynamics` for ``"toy"``.
 
-    def __call__(self, states: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:
-        return self.env.batched_step(states, joint_action)[0]
+    Args:
+        env_name: a registered env name.
+        max_episode_steps: the run's time limit, passed to the factory.
 
-    def rollout(
-        self, states: torch.Tensor, policy: Policy, horizon: int
-    ) -> dict[str, torch.Tensor]:
-        s = states
-        done = torch.zeros(s.shape[0], dtype=torch.bool, device=s.device)
-        rewards, terms, visited, taken = [], [], [s], []
-        for _ in range(horizon):
-            a = policy(self.env.observe(s))
-            s, r, term = self.env.batched_step(s, a)
-            rewards.append(torch.where(done, torch.zeros_like(r), r))
-            done = done | term
-            terms.append(done)
-            visited.append(s)
-            taken.append(a)
-        return {
-            "rewards": torch.stack(rewards),
-            "terminated": torch.stack(terms),
-            "states": torch.stack(visited),
-            "actions": torch.stack(taken),
-        }
-
-
-def true_dynamics(env_name: str, toy: Callable[[], CoupledPointMasses]) -> TrueDynamics | None:
-    """The true dynamics of a trainer env name (``toy`` builds the toy env), or ``None``."""
-    if env_name == "toy":
-        return ExactToyDynamics(toy())
-    if parse_mamujoco_name(env_name) is not None:
-        from dimalib.envs.mamujoco_dynamics import MuJoCoStepper
-
-        return MuJoCoStepper(env_name)
-    return None
+    Raises:
+        ValueError: unknown env name (:class:`~dimalib.envs.mamujoco.UnknownEnvError`).
+    """
+    factory = lookup(env_name).true_dynamics
+    if factory is None:
+        return None
+    dynamics: TrueDynamics = factory(env_name, max_episode_steps=max_episode_steps)
+    return dynamics
 
 
 @torch.no_grad()

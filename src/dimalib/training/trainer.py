@@ -4,15 +4,23 @@ One call of :meth:`Trainer.run_epoch` is one iteration of Algorithm 1's ``traini
 
 1. **collect_experience** — the envs are reset (Algorithm 1 resets at the start of every
    collection; see *Determinism* below) and ``env_steps_per_epoch`` real transitions are collected
-   with the MAPPO actor, stochastic, into the replay buffer;
+   with the learner's stochastic actions (:meth:`Trainer.collect`) into the replay buffer;
 2. **world model** — once the buffer holds ``wm_warmup_transitions``: ``steps_per_epoch`` updates
    of the state decoder, then of the diffusion dynamics model, then of the reward/termination
-   model (:class:`~dimalib.training.world_model_trainer.WorldModelTrainer`, Table 4 optimisers);
+   model (:class:`~dimalib.training.world_model_trainer.WorldModelTrainer`, Table 4 optimisers;
+   :meth:`Trainer.train_world_model`);
 3. **update_actor_critic** — once more than ``policy_warmup_wm_epochs`` world-model epochs are
    done: ``policy_updates_per_epoch`` times, imagine ``num_envs`` rollouts of ``horizon`` steps
-   from real start contexts and make one MAPPO update on them;
+   from real start contexts and make one learner update on them
+   (:meth:`Trainer.learn_in_imagination`);
 4. **evaluation** — whenever the env-step counter crosses a multiple of ``eval_every_env_steps``:
-   ``eval_episodes`` episodes of the deterministic actor (its mean action) in separate env copies.
+   ``eval_episodes`` episodes of the deterministic actor (its mean action) in separate env copies
+   (:meth:`Trainer.evaluate`, :meth:`Trainer.world_model_fidelity`).
+
+The learner is DIMA's MAPPO unless ``Trainer(..., learner=...)`` gives another
+:class:`~dimalib.algorithms.protocols.Learner`. The metrics file is
+:class:`~dimalib.training.metrics.MetricsLogger`'s; the checkpoint format is
+:mod:`dimalib.training.checkpoint`'s.
 
 Every epoch's metrics go to ``history``, to ``LOG_DIR/metrics.csv`` (always, when a ``log_dir``
 is given) and to TensorBoard under ``LOG_DIR/tb`` (only when ``torch.utils.tensorboard`` imports,
@@ -25,26 +33,23 @@ at construction. A MuJoCo env's internal state cannot be checkpointed, so dimali
 at the start of **every** epoch the running episodes are closed in the buffer
 (``ReplayBuffer.end_episodes``) and the envs are reset with the epoch's seed — identically in an
 uninterrupted and in a resumed run. :meth:`Trainer.save_checkpoint` writes (atomically, versioned)
-the world model, its three optimisers, MAPPO (actor, critic with ValueNorm, both optimisers), the
-replay buffer, the counters, every RNG state and the config; :meth:`Trainer.resume` restores them,
-so the next epoch's metrics equal those of the uninterrupted run exactly (timings aside). With
-``reset_envs_each_epoch=False`` episodes run across epochs and a resumed run starts new episodes at
-the resume point (then not bit-identical). Bi-DexHands (Isaac Gym) envs are seeded once, when
-built, and cannot be reset with a seed: runs there are not reproducible bit for bit.
+the world model, its three optimisers, the learner (MAPPO: actor, critic with ValueNorm, both
+optimisers), the replay buffer, the counters, every RNG state and the config; :meth:`Trainer.resume`
+restores them, so the next epoch's metrics equal those of the uninterrupted run exactly (timings
+aside). With ``reset_envs_each_epoch=False`` episodes run across epochs and a resumed run starts
+new episodes at the resume point (then not bit-identical). Bi-DexHands (Isaac Gym) envs are seeded
+once, when built, and cannot be reset with a seed: runs there are not reproducible bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
-import io
 import logging
 import os
 import random
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,27 +57,29 @@ import numpy as np
 import torch
 
 from dimalib.algorithms.mappo import MAPPO
+from dimalib.algorithms.protocols import Learner
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.data.buffer_store import BufferStore
-from dimalib.envs import (
-    BIDEXHANDS_TASKS,
-    MJ_DEXHANDS_TASK_NAMES,
-    VectorMultiAgentEnv,
-    collect,
-    known_env_names,
-    make_env,
-)
-from dimalib.envs.bidexhands import BiDexHandsVecEnv, make_bidexhands
-from dimalib.envs.mamujoco import did_you_mean, parse_mamujoco_name, suggest_mamujoco_name
-from dimalib.envs.toy import CoupledPointMasses
-from dimalib.envs.vector import BatchedMultiAgentEnv
+from dimalib.envs import collect
+from dimalib.envs import registry as env_registry
+from dimalib.envs.vector import RealVectorEnv as _RealVectorEnv
 from dimalib.imagination.env import ImaginationEnv
 from dimalib.spec import MultiAgentSpec
+from dimalib.training.checkpoint import BUFFER_SUFFIX as BUFFER_SUFFIX
+from dimalib.training.checkpoint import (
+    LEARNER_KEY,
+    buffer_folder,
+    global_rng_state,
+    load_buffer,
+    read_checkpoint,
+    set_global_rng_state,
+    write_checkpoint,
+)
 from dimalib.training.config import TrainerConfig, trainer_config
 from dimalib.training.diagnostics import true_dynamics, world_model_diagnostics
+from dimalib.training.metrics import MetricsLogger
 from dimalib.training.world_model_trainer import WorldModelTrainer
-from dimalib.utils.checks import check_device
-from dimalib.utils.io import atomic_save, load_versioned
+from dimalib.utils.checks import check_device, check_int
 from dimalib.world_model import DIMAWorldModel
 
 __all__ = [
@@ -88,55 +95,44 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_KIND = "dima_trainer_checkpoint"
-_VERSION = 2  # 2: the replay buffer in incremental block files beside the checkpoint
-_READABLE = (1, 2)  # 1: the whole buffer inside the checkpoint
-BUFFER_SUFFIX = ".buffer"
-
-TOY_ENV = "toy"
+TOY_ENV = env_registry.TOY_ENV
 """Name of the fast analytic test env: :class:`~dimalib.envs.toy.CoupledPointMasses` with three
 agents of action sizes 1, 2 and 3 (episodes of 100 steps unless ``max_episode_steps`` says)."""
 
-_TIMING_PREFIXES = ("time/", "perf/")
-
 
 # --------------------------------------------------------------------------- environments
-class RealVectorEnv(BatchedMultiAgentEnv, Protocol):
-    """A batched real env with its spec: :class:`VectorMultiAgentEnv` or :class:`BiDexHandsVecEnv`."""
-
-    spec: MultiAgentSpec
-
-    def close(self) -> None: ...
+# Env names resolve in dimalib.envs.registry; these are the trainer's names for its functions.
+class RealVectorEnv(_RealVectorEnv, Protocol):
+    """A batched real env with its spec (:class:`dimalib.envs.vector.RealVectorEnv`):
+    ``VectorMultiAgentEnv``, ``BiDexHandsVecEnv`` or a registered env's own batch."""
 
 
 def known_trainer_envs() -> list[str]:
-    """Env names :class:`Trainer` accepts by name: ``"toy"``, the seven MAMuJoCo tasks of the
-    paper, the four Bi-DexHands tasks and their four MuJoCo re-implementations
-    (``"MjShadowHand..."``; any other MAMuJoCo ``"Scenario-Conf"`` works too)."""
-    return [TOY_ENV, *known_env_names()]
+    """Env names :class:`Trainer` accepts by name (:func:`dimalib.envs.registry.known_names`):
+    ``"toy"``, the seven MAMuJoCo tasks of the paper, the four Bi-DexHands tasks and their four
+    MuJoCo re-implementations (``"MjShadowHand..."``), then the names you registered; any other
+    MAMuJoCo ``"Scenario-Conf"`` works too."""
+    return env_registry.known_names()
 
 
 def check_env_name(name: str) -> None:
-    """Raise ``ValueError`` listing the known names unless ``name`` is one :func:`make_vector_env`
-    can build."""
+    """Raise ``ValueError`` listing the known names unless ``name`` is registered
+    (:func:`dimalib.envs.registry.lookup`), i.e. one :func:`make_vector_env` can build."""
     if not isinstance(name, str):
         raise ValueError(f"env: expected a string, received {type(name).__name__}")
-    if (
-        name == TOY_ENV
-        or name in BIDEXHANDS_TASKS
-        or name in MJ_DEXHANDS_TASK_NAMES
-        or parse_mamujoco_name(name) is not None
-    ):
-        return
-    raise ValueError(
-        f"env: unknown environment {name!r}; expected one of {known_trainer_envs()} "
-        "(or another MAMuJoCo 'Scenario-Conf' name such as 'Hopper-3x1' or 'Pusher-3p')"
-        + (did_you_mean(name, known_trainer_envs()) or suggest_mamujoco_name(name))
-    )
-
-
-def _toy_env(max_steps: int | None) -> CoupledPointMasses:
-    return CoupledPointMasses(n_agents=3, action_dims=(1, 2, 3), max_steps=max_steps or 100)
+    try:
+        env_registry.lookup(name)
+    except env_registry.UnknownEnvError:
+        patterns = "; ".join(
+            f"or another {e.description} such as {' or '.join(map(repr, e.examples))}"
+            for e in env_registry.entries()
+            if e.is_pattern
+        )
+        raise ValueError(
+            f"env: unknown environment {name!r}; expected one of {known_trainer_envs()}"
+            + (f" ({patterns})" if patterns else "")
+            + env_registry.suggest(name)
+        ) from None
 
 
 def make_vector_env(
@@ -147,34 +143,27 @@ def make_vector_env(
     max_episode_steps: int | None = None,
     device: torch.device | str = "cpu",
 ) -> RealVectorEnv:
-    """``num_envs`` copies of a real env as one batched env.
+    """``num_envs`` copies of a real env as one batched env
+    (:func:`dimalib.envs.registry.make_vector_env`).
 
     ``"toy"``, MAMuJoCo names and the MuJoCo Bi-DexHands tasks (``"MjShadowHand..."``) give an
-    in-process :class:`VectorMultiAgentEnv` (seeded at each ``reset(seed=...)``); Bi-DexHands names give Isaac Gym's own batched env, seeded here with
-    ``seed`` (it raises ``ImportError`` explaining how to install Isaac Gym when it is missing).
+    in-process ``VectorMultiAgentEnv`` (seeded at each ``reset(seed=...)``); Bi-DexHands names
+    give Isaac Gym's own batched env, seeded here with ``seed`` (it raises ``ImportError``
+    explaining how to install Isaac Gym when it is missing).
 
     Raises:
         ValueError: unknown name.
         ImportError: a Bi-DexHands task without Isaac Gym.
     """
     check_env_name(name)
-    if name in BIDEXHANDS_TASKS:
-        dev = torch.device(device)
-        kwargs: dict[str, Any] = {"num_envs": num_envs, "seed": seed, "device": dev}
-        if dev.type == "cuda":
-            kwargs["rl_device"] = kwargs["sim_device"] = str(dev)
-        if max_episode_steps is not None:
-            kwargs["episode_length"] = max_episode_steps
-        return make_bidexhands(name, **kwargs)
-    if name == TOY_ENV:
-        fn: Callable[[], Any] = functools.partial(_toy_env, max_episode_steps)
-    else:
-        fn = functools.partial(make_env, name, max_episode_steps=max_episode_steps)
-    return VectorMultiAgentEnv([fn] * num_envs, device=device)
+    return env_registry.make_vector_env(
+        name, num_envs, seed=seed, max_episode_steps=max_episode_steps, device=device
+    )
 
 
 def _seedable(venv: RealVectorEnv) -> bool:
-    return not isinstance(venv, BiDexHandsVecEnv)
+    """``reset(seed=...)`` seeds ``venv`` (not Isaac Gym's: ``seedable = False``)."""
+    return bool(getattr(venv, "seedable", True))
 
 
 def evaluate_policy(
@@ -227,128 +216,6 @@ def evaluate_policy(
     }
 
 
-# --------------------------------------------------------------------------- logging
-def _format(value: float) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))  # round-trips exactly
-
-
-def _tensorboard_writer(log_dir: Path, purge_step: int | None) -> Any:
-    """A ``SummaryWriter`` if ``torch.utils.tensorboard`` imports, else ``None``."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        logger.info("TensorBoard logging off (%s); metrics go to metrics.csv only", exc)
-        return None
-    return SummaryWriter(str(log_dir / "tb"), purge_step=purge_step)
-
-
-class MetricsLogger:
-    """Per-epoch metric rows to ``LOG_DIR/metrics.csv`` and, when available, TensorBoard.
-
-    The CSV has one row per epoch and one column per metric; a metric that appears later (the
-    world-model and policy metrics start after the warm-up) widens the header, and the file is
-    then rewritten (atomically). Missing values are empty cells. Nothing is written before the
-    first :meth:`log` call.
-
-    Args:
-        log_dir: the folder (created on the first write).
-        tensorboard: also write TensorBoard events under ``LOG_DIR/tb`` if
-            ``torch.utils.tensorboard`` imports.
-        history: rows already logged (a resumed run): the CSV is rewritten with exactly these
-            before the first new row, dropping rows a crashed run wrote after its last checkpoint.
-        step_key: the row entry used as TensorBoard's global step.
-    """
-
-    def __init__(
-        self,
-        log_dir: str | os.PathLike[str],
-        *,
-        tensorboard: bool = True,
-        history: Sequence[Mapping[str, float]] = (),
-        step_key: str = "env_steps",
-    ) -> None:
-        self.log_dir = Path(log_dir)
-        self.csv_path = self.log_dir / "metrics.csv"
-        self.step_key = step_key
-        self._tensorboard = tensorboard
-        self._rows: list[dict[str, float]] = [dict(r) for r in history]
-        self._columns: list[str] = []
-        for row in self._rows:
-            self._extend_columns(row)
-        self._started = False
-        self._writer: Any = None
-
-    def _extend_columns(self, row: Mapping[str, float]) -> bool:
-        """Add the row's new keys; timing columns (``time/*``, ``perf/*``) stay last."""
-        new = [k for k in row if k not in self._columns]
-        for key in new:
-            if key.startswith(_TIMING_PREFIXES):
-                self._columns.append(key)
-            else:
-                first_timing = next(
-                    (i for i, c in enumerate(self._columns) if c.startswith(_TIMING_PREFIXES)),
-                    len(self._columns),
-                )
-                self._columns.insert(first_timing, key)
-        return bool(new)
-
-    def _rewrite(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self._columns, restval="")
-        writer.writeheader()
-        for row in self._rows:
-            writer.writerow({k: _format(v) for k, v in row.items()})
-        tmp = self.log_dir / f".metrics.csv.{os.getpid()}.tmp"  # open() applies the umask
-        try:
-            with tmp.open("w", newline="") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, self.csv_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def _start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._rewrite()
-        if self._tensorboard:
-            purge = int(self._rows[-1][self.step_key]) + 1 if self._rows else None
-            self._writer = _tensorboard_writer(self.log_dir, purge)
-        self._started = True
-
-    def log(self, row: Mapping[str, float]) -> None:
-        """Append one row (numbers; NaN is written as ``nan``)."""
-        row = dict(row)
-        if not self._started:
-            self._rows.append(row)
-            self._extend_columns(row)
-            self._start()
-        else:
-            self._rows.append(row)
-            if self._extend_columns(row):
-                self._rewrite()
-            else:
-                with self.csv_path.open("a", newline="") as f:
-                    csv.DictWriter(f, fieldnames=self._columns, restval="").writerow(
-                        {k: _format(v) for k, v in row.items()}
-                    )
-        if self._writer is not None:
-            step = int(row.get(self.step_key, len(self._rows)))
-            for key, value in row.items():
-                if key != self.step_key and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, step)
-            self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
 # --------------------------------------------------------------------------- seeds
 def _derive_seed(seed: int, tag: str, *keys: int) -> int:
     """A seed for one purpose (``tag``) and moment (``keys``), independent of the others."""
@@ -390,6 +257,9 @@ class _RewardTally:
 class Trainer:
     """DIMA + MAPPO on a real multi-agent env (Algorithm 1); see the module docstring.
 
+    The learner is any :class:`~dimalib.algorithms.protocols.Learner` (default: DIMA's
+    :class:`~dimalib.algorithms.mappo.MAPPO`); the trainer calls only the protocol's methods.
+
     Args:
         env: an env name (:func:`known_trainer_envs`).
         config: the run's settings (default: the ``"paper"`` preset for ``env``).
@@ -398,11 +268,14 @@ class Trainer:
         device: where the networks, the replay buffer and imagination live.
         log_dir: folder of ``metrics.csv`` (and TensorBoard's ``tb/``); None logs nothing to disk.
         tensorboard: write TensorBoard events when ``torch.utils.tensorboard`` imports.
+        learner: the learner, or a factory ``learner(spec, device) -> Learner`` called once the
+            env's spec is known; None builds ``MAPPO(spec, config.mappo, device)``.
 
     Attributes:
         epoch: epochs completed. ``env_steps``: real transitions collected.
         wm_epochs: epochs with world-model training. ``policy_epochs``: epochs with policy updates.
         history: one metrics dict per completed epoch.
+        learner: the :class:`~dimalib.algorithms.protocols.Learner` (``mappo`` is an alias).
 
     Examples:
         >>> trainer = Trainer("HalfCheetah-2x3", trainer_config("cpu"), log_dir="runs/x")  # doctest: +SKIP
@@ -420,12 +293,17 @@ class Trainer:
         device: torch.device | str = "cpu",
         log_dir: str | os.PathLike[str] | None = None,
         tensorboard: bool = True,
+        learner: Learner | Callable[[MultiAgentSpec, torch.device], Learner] | None = None,
     ) -> None:
         check_env_name(env)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
+        check_int("seed", seed, minimum=0)
         if config is not None and not isinstance(config, TrainerConfig):
             raise ValueError(f"config: expected a TrainerConfig, received {type(config).__name__}")
+        if learner is not None and not (isinstance(learner, Learner) or callable(learner)):
+            raise ValueError(
+                "learner: expected a Learner or a factory (spec, device) -> Learner, received "
+                f"{type(learner).__name__}"
+            )
         device = check_device("device", device)
         self.env_name = env
         self.config = cfg = config or trainer_config("paper", env)
@@ -465,7 +343,7 @@ class Trainer:
                 self.world_model, cfg.wm_training, generator=self.wm_generator
             )
             self.imagination = ImaginationEnv(self.world_model, self.buffer, cfg.imagination)
-            self.mappo = MAPPO(spec, cfg.mappo, self.device)
+            self.learner = self._make_learner(learner, spec)
             self.policy_generator = _generator(self.device, _derive_seed(seed, "policy"))
             self.collect_generator = _generator(self.device, _derive_seed(seed, "collect"))
         except BaseException:
@@ -493,6 +371,31 @@ class Trainer:
             sum(p.numel() for p in self.world_model.parameters()) / 1e6,
         )  # fmt: skip
 
+    # ------------------------------------------------------------------ learner
+    def _make_learner(
+        self,
+        learner: Learner | Callable[[MultiAgentSpec, torch.device], Learner] | None,
+        spec: MultiAgentSpec,
+    ) -> Learner:
+        if learner is None:
+            return MAPPO(spec, self.config.mappo, self.device)
+        # a class has the protocol's methods as attributes too: it is a factory, not a learner
+        if isinstance(learner, Learner) and not isinstance(learner, type):
+            return learner
+        built = learner(spec, self.device)
+        if not isinstance(built, Learner):
+            raise ValueError(
+                "learner: the factory returned a "
+                f"{type(built).__name__}, which lacks the Learner protocol's methods (act, eval, "
+                "collect_imagined_rollout, update, state_dict, load_state_dict)"
+            )
+        return built
+
+    @property
+    def mappo(self) -> Learner:
+        """The learner (:attr:`learner`; the name from when MAPPO was the only one)."""
+        return self.learner
+
     # ------------------------------------------------------------------ phases
     def _collect_policy(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         cfg, spec = self.config, self.spec
@@ -509,20 +412,20 @@ class Trainer:
             return random_policy
 
         def actor_policy(obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-            out = self.mappo.actor.act(obs.to(self.device), generator=self.collect_generator)
-            return out.action
+            return self.learner.act(obs.to(self.device), generator=self.collect_generator)
 
         return actor_policy
 
-    def _collect(self) -> dict[str, float]:
-        """Algorithm 1 ``collect_experience``: reset, then ``env_steps_per_epoch`` transitions."""
+    def collect(self) -> dict[str, float]:
+        """Algorithm 1 ``collect_experience``: reset, then ``env_steps_per_epoch`` transitions
+        (the learner's stochastic actions, or uniform ones during a random warm-up)."""
         cfg = self.config
         if cfg.reset_envs_each_epoch or self.venv.needs_reset:
             self.buffer.end_episodes()  # the cut episode must not run into the next one
             seed = _derive_seed(self.seed, "collect-reset", self.epoch)
             self.venv.reset(seed=seed if _seedable(self.venv) else None)
         tally = _RewardTally(self.buffer)
-        self.mappo.actor.eval()
+        self.learner.eval()
         result = collect(
             self.venv, self._collect_policy(), cfg.env_steps_per_epoch // cfg.num_envs, tally
         )
@@ -545,7 +448,9 @@ class Trainer:
         states = [self.buffer.stream_data(i)["state"] for i in range(self.buffer.num_streams)]
         self.world_model.update_normalizer(torch.cat(states).to(self.device))
 
-    def _train_world_model(self) -> dict[str, float]:
+    def train_world_model(self) -> dict[str, float]:
+        """Algorithm 1's world-model update: ``steps_per_epoch`` steps of the state decoder, the
+        dynamics model and the reward/termination model; returns their ``wm/*`` metrics."""
         if self.wm_epochs == 0:
             self._init_normalizer()
         metrics = self.wm_trainer.train_epoch(
@@ -558,19 +463,20 @@ class Trainer:
         if self.on_phase is not None:
             self.on_phase(name)
 
-    def _learn_in_imagination(self) -> dict[str, float]:
-        """Algorithm 1 ``update_actor_critic``, ``policy_updates_per_epoch`` times."""
+    def learn_in_imagination(self) -> dict[str, float]:
+        """Algorithm 1 ``update_actor_critic``, ``policy_updates_per_epoch`` times: the learner's
+        update statistics and the imagined rewards, averaged, as ``policy/*``."""
         cfg = self.config
         sums: dict[str, float] = {}
         n = cfg.policy_updates_per_epoch
         for k in range(n):
             self._phase(f"imagination {k + 1}/{n}")
-            rollout = self.mappo.collect_imagined_rollout(
+            rollout = self.learner.collect_imagined_rollout(
                 self.imagination,
                 generator=self.policy_generator,
                 seed=_derive_seed(self.seed, "imagine", self.epoch, k),
             )
-            stats = self.mappo.update(rollout, generator=self.policy_generator)
+            stats = dict(self.learner.update(rollout, generator=self.policy_generator))
             stats["imagined_return"] = float(rollout["rewards"].sum(0).mean())
             # per imagined step, to compare with the real collect/reward_mean of the same actor
             stats["imagined_reward_mean"] = float(rollout["rewards"].mean())
@@ -581,12 +487,12 @@ class Trainer:
         return {f"policy/{k}": v / n for k, v in sums.items()}
 
     def evaluate(self) -> dict[str, float]:
-        """``eval_episodes`` real episodes of the deterministic actor (mean action), one per
+        """``eval_episodes`` real episodes of the learner's deterministic actions, one per
         separate env copy, reset with a seed derived from ``(seed, env_steps)``."""
-        self.mappo.actor.eval()
+        self.learner.eval()
         return evaluate_policy(
             self.eval_venv,
-            lambda obs: self.mappo.act(obs, deterministic=True),
+            lambda obs: self.learner.act(obs, deterministic=True),
             seed=_derive_seed(self.seed, "eval", self.env_steps),
         )
 
@@ -599,15 +505,17 @@ class Trainer:
         if n == 0 or self.wm_epochs == 0:
             return {}
         if self._true_dynamics is None:
-            toy = functools.partial(_toy_env, self.config.max_episode_steps)
-            self._true_dynamics = true_dynamics(self.env_name, toy) or False
+            self._true_dynamics = (
+                true_dynamics(self.env_name, max_episode_steps=self.config.max_episode_steps)
+                or False
+            )
         if self._true_dynamics is False:
             return {}
-        self.mappo.actor.eval()
+        self.learner.eval()
         return world_model_diagnostics(
             self.world_model,
             self.buffer,
-            lambda obs: self.mappo.act(obs, deterministic=True),
+            lambda obs: self.learner.act(obs, deterministic=True),
             self._true_dynamics,
             windows=n,
             imagination=self.config.imagination,
@@ -626,13 +534,13 @@ class Trainer:
         start = time.perf_counter()
         row: dict[str, float] = {}
         self._phase("collect")
-        row.update(self._collect())
+        row.update(self.collect())
         t_collect = time.perf_counter()
         if len(self.buffer) >= cfg.wm_warmup_transitions:
-            row.update(self._train_world_model())
+            row.update(self.train_world_model())
         t_wm = time.perf_counter()
         if self.wm_epochs > cfg.policy_warmup_wm_epochs and cfg.policy_updates_per_epoch > 0:
-            row.update(self._learn_in_imagination())
+            row.update(self.learn_in_imagination())
         t_policy = time.perf_counter()
         self.epoch += 1
         if force_eval or self.env_steps >= self.next_eval:
@@ -697,10 +605,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _rng_state(self) -> dict[str, Any]:
         return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
+            **global_rng_state(),
             "generators": {
                 "wm": self.wm_generator.get_state(),
                 "policy": self.policy_generator.get_state(),
@@ -710,12 +615,7 @@ class Trainer:
         }
 
     def _set_rng_state(self, state: Mapping[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        if state.get("cuda") is not None and torch.cuda.is_available():
-            with contextlib.suppress(RuntimeError):  # another GPU count: keep the fresh seeds
-                torch.cuda.set_rng_state_all(state["cuda"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
+        set_global_rng_state(state)
         gens = state["generators"]
         self.wm_generator.set_state(gens["wm"])
         if torch.device(state["device"]).type == self.device.type:
@@ -753,7 +653,7 @@ class Trainer:
             },
             "world_model": {k: v.detach().cpu() for k, v in self.world_model.state_dict().items()},
             "wm_optimizers": self.wm_trainer.state_dict(),
-            "mappo": self.mappo.state_dict(),
+            LEARNER_KEY: self.learner.state_dict(),
             "rng": self._rng_state(),
             "history": [dict(r) for r in self.history],
         }
@@ -769,12 +669,12 @@ class Trainer:
         """
         t0 = time.perf_counter()
         path = Path(path)
-        folder = path.with_name(path.name + BUFFER_SUFFIX)
+        folder = buffer_folder(path)
         if self._buffer_store is None or self._buffer_store.folder != folder:
             self._buffer_store = BufferStore(folder)
         manifest = self._buffer_store.save(self.buffer)
         state = {**self._state_without_buffer(), "buffer": {"store": folder.name, **manifest}}
-        out = atomic_save(state, path, kind=_KIND, version=_VERSION)
+        out = write_checkpoint(state, path)
         self._buffer_store.commit(self.buffer)  # only now: the old files served the old file
         logger.info(
             "saved checkpoint at epoch %d / %d env steps to %s (%.1f s)",
@@ -788,22 +688,10 @@ class Trainer:
             raise ValueError(f"checkpoint: saved for spec {spec}, the env now has {self.spec}")
         self.world_model.load_state_dict(blob["world_model"])
         self.wm_trainer.load_state_dict(blob["wm_optimizers"])
-        self.mappo.load_state_dict(blob["mappo"])
-        saved = blob["buffer"]
-        if "store" in saved:  # incremental block files beside the checkpoint
-            # the folder named after *this* file (a copied or renamed checkpoint reads its own
-            # copy of the blocks, never the folder of the run it was copied from)
-            folder = path.with_name(path.name + BUFFER_SUFFIX)
-            if not folder.is_dir():
-                raise ValueError(
-                    f"path: the replay buffer of {str(path)!r} lives in {str(folder)!r}, which "
-                    f"does not exist (it was written as {saved['store']!r}; copy or move the "
-                    "folder together with the checkpoint)"
-                )
-            self.buffer, store = BufferStore.load(folder, saved, device=self.device, spec=spec)
-            self._buffer_store = store  # later saves to this path continue incrementally
-        else:  # a checkpoint written before incremental buffers: the whole buffer inline
-            self.buffer = ReplayBuffer.from_state_dict(saved, device=self.device, spec=spec)
+        self.learner.load_state_dict(blob[LEARNER_KEY])
+        self.buffer, store = load_buffer(blob["buffer"], path, device=self.device, spec=spec)
+        if store is not None:  # later saves to this path continue incrementally
+            self._buffer_store = store
         self.imagination.source = self.buffer
         counters = blob["counters"]
         self.epoch = int(counters["epoch"])
@@ -823,6 +711,7 @@ class Trainer:
         device: torch.device | str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         tensorboard: bool = True,
+        learner: Learner | Callable[[MultiAgentSpec, torch.device], Learner] | None = None,
     ) -> Trainer:
         """Rebuild a trainer from :meth:`save_checkpoint`'s file (the file is only read).
 
@@ -833,6 +722,8 @@ class Trainer:
                 checkpoint's history on the first epoch (rows written after the checkpoint by an
                 interrupted run are dropped).
             tensorboard: as in the constructor.
+            learner: as in the constructor: a learner of the kind that was saved (its
+                ``load_state_dict`` receives the saved state); None: MAPPO.
 
         Raises:
             FileNotFoundError: no such file.
@@ -840,26 +731,15 @@ class Trainer:
         """
         if device is not None:
             device = check_device("device", device)
-        blob = load_versioned(path, kind=_KIND, version=_READABLE, map_location="cpu")
-        required = (
-            "env", "seed", "device", "config", "spec", "counters", "world_model",
-            "wm_optimizers", "mappo", "buffer", "rng", "history",
-        )  # fmt: skip
-        missing = [k for k in required if k not in blob]
-        if missing:
-            raise ValueError(f"path: {str(path)!r} is an incomplete trainer checkpoint: {missing}")
-        config = blob["config"]
-        if not isinstance(config, TrainerConfig):
-            raise ValueError(
-                f"path: {str(path)!r} holds a {type(config).__name__} config, not a TrainerConfig"
-            )
+        blob = read_checkpoint(path)
         trainer = cls(
             str(blob["env"]),
-            config,
+            blob["config"],
             seed=int(blob["seed"]),
             device=blob["device"] if device is None else device,
             log_dir=log_dir,
             tensorboard=tensorboard,
+            learner=learner,
         )
         try:
             trainer._load(blob, Path(path))

@@ -23,7 +23,7 @@ from torch import nn
 
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.utils.checks import NonFiniteTrainingError
-from dimalib.world_model import DIMAWorldModel
+from dimalib.world_model.aggregate import DIMAWorldModel
 
 __all__ = ["NonFiniteTrainingError", "WorldModelTrainer", "WorldModelTrainingConfig"]
 

@@ -13,8 +13,12 @@ never moves data between devices behind the caller's back.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 __all__ = [
@@ -164,3 +168,46 @@ def check_device(name: str, device: object) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name}: expected an available device, received {device!r} (no MPS)")
     return dev
+
+
+def as_float64_array(x: Any, name: str) -> npt.NDArray[np.float64]:
+    """``np.ndarray`` / torch tensor / sequence → a finite float64 array, else ``ValueError``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise ValueError(f"{name}: expected a numeric array, received {type(x).__name__}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a real numeric array, received dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise ValueError(f"{name}: contains NaN or inf (first at index {bad})")
+    return arr
+
+
+def check_last_dim(arr: npt.NDArray[Any], size: int, name: str, what: str) -> None:
+    """``ValueError`` unless ``arr`` has shape ``[..., size]`` (``what`` says what it is)."""
+    if arr.ndim == 0 or arr.shape[-1] != size:
+        raise ValueError(f"{name}: expected shape [..., {size}] ({what}), received {arr.shape}")
+
+
+def check_int(name: str, value: object, *, minimum: int = 1, what: str | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (``numpy.int64`` too, not ``bool``) that is
+    ``>= minimum``; else ``ValueError`` naming ``name``, what was expected and what was received.
+
+    ``what`` overrides the expected-value phrase (default: "a positive integer" for
+    ``minimum=1``, "a non-negative integer" for 0, else "an integer >= minimum").
+    """
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        if what is None:
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+                minimum, f"an integer >= {minimum}"
+            )
+        raise ValueError(f"{name}: expected {what}, received {value!r}")
+    return int(number)

@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,15 @@ MAGIC = b"DIMALIB-FILE 1\n"
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed and
-    fsynced, then renamed over ``path``. A crash leaves the old file or the new one."""
+    fsynced, then renamed over ``path``. A crash leaves the old file or the new one.
+
+    The file gets the permissions of an ordinary ``open(path, "wb")`` (``0o666`` minus the
+    process umask, applied by the OS: the umask is never read or changed here).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -30,6 +30,7 @@ from dimalib.envs.mj_dexhands.tasks import (
     pen_reward,
 )
 from dimalib.spec import MultiAgentSpec
+from dimalib.utils.checks import check_int
 
 __all__ = ["AGENTS", "HAND_OBS_DIM", "MjDexHandsEnv", "make_mj_dexhands"]
 
@@ -92,10 +93,8 @@ class MjDexHandsEnv(ParallelEnv[str, NDArray, NDArray]):
     ) -> None:
         if task not in MJ_DEXHANDS_TASKS:
             raise ValueError(f"task: expected one of {list(MJ_DEXHANDS_TASKS)}, received {task!r}")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(
-                f"max_episode_steps: expected a positive integer, received {max_episode_steps}"
-            )
+        if max_episode_steps is not None:
+            check_int("max_episode_steps", max_episode_steps)
         if not dof_noise >= 0.0:
             raise ValueError(f"dof_noise: expected a number >= 0, received {dof_noise}")
         if render_mode not in (None, "rgb_array"):

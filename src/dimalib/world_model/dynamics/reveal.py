@@ -9,7 +9,7 @@ schedule costs one network evaluation per step.
 Kinds (``RevealSchedule.kind``):
 
 * ``"sequential"`` — DIMA's scheme (paper eq. 9, §3.1): one agent per step,
-  ``R_i = {k_i}`` with ``k_i`` from the order (:func:`~dimalib.diffusion.sampler.agent_schedule`;
+  ``R_i = {k_i}`` with ``k_i`` from the order (:func:`~dimalib.world_model.dynamics.sampler.agent_schedule`;
   for ``n = 2`` and 4 steps the descending order is ``{1}, {1}, {0}, {0}``). Exact as published.
 * ``"cumulative"`` — the set grows: agents join in the order's sequence and stay revealed. The
   number revealed at step ``i`` is ``c_i = ceil((i + 1)·n / k)`` for ``i < k`` and ``n`` after, so
@@ -20,7 +20,7 @@ Kinds (``RevealSchedule.kind``):
   ``{1}, {0, 1}, {0, 1}, {0, 1}``. An explicit per-step agent sequence ``(1, 0, 0, 1)`` gives the
   running union ``{1}, {0, 1}, {0, 1}, {0, 1}``.
 * ``"joint"`` — every agent at every step: the conventional model of paper Fig. 2
-  (:class:`~dimalib.diffusion.JointActionDenoiser`).
+  (:class:`~dimalib.world_model.dynamics.JointActionDenoiser`).
 * ``"explicit"`` — ``sets``: one non-empty set of agents (indices or names) per step, every agent
   in at least one set. The order is not used.
 

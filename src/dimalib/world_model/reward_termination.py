@@ -38,7 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_int, check_tensor
 
 __all__ = ["KVCache", "RewardTerminationConfig", "RewardTerminationGPT"]
 
@@ -85,9 +85,7 @@ class RewardTerminationConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "max_steps", "mlp_ratio", "head_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+            check_int(name, getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd: expected a multiple of n_head={self.n_head}, received {self.n_embd}"
@@ -553,8 +551,7 @@ class RewardTerminationGPT(nn.Module):
         ``device`` defaults to the parameters' device; ``dtype`` to bfloat16 when
         ``config.autocast_bf16`` else the parameters' dtype.
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
+        check_int("batch_size", batch_size)
         cfg = self.config
         device = self.pos_emb.device if device is None else torch.device(device)
         if dtype is None:
@@ -615,28 +612,41 @@ class RewardTerminationGPT(nn.Module):
                 f"{states.device}, received values {tuple(cache.values.shape)} on "
                 f"{cache.keys.device}"
             )
-        start = cache.length
-        x = self._embed(states, actions, cache.steps)  # (B, 2T, C)
-        h = self._trunk(x, cache, start)  # (B, T, C)
-        cache.length = start + x.shape[1]
-        reward, logit = self._heads(h)
-        return reward, torch.sigmoid(logit)
+        return self._append(cache, states, actions)
 
     def step(
         self, cache: KVCache, state: Tensor, action: Tensor, *, check_inputs: bool = True
     ) -> tuple[Tensor, Tensor]:
         """Append one step ``(s_t [B, S], a_t [B, A])``; return ``(reward [B], termination_prob [B])``.
 
-        ``check_inputs=False`` skips the NaN/inf scan of the inputs (one host sync per call);
-        shapes and the context length are always checked.
+        ``check_inputs=False`` is the unchecked path for callers that validated once (e.g.
+        :class:`~dimalib.imagination.ImaginationEnv`, which checks the action at its boundary):
+        no shape, dtype, device or NaN/inf checks, only the cache's capacity (no host sync).
 
         Raises:
             ValueError: as :meth:`extend` (argument names ``state``/``action``), in particular when
                 the cache already holds ``max_steps`` steps.
         """
+        if not check_inputs:
+            if cache.steps + 1 > self.config.max_steps:
+                raise ValueError(
+                    f"state: expected at most max_steps={self.config.max_steps} steps of "
+                    f"context, received 1 new step after {cache.steps} cached step(s)"
+                )
+            reward, prob = self._append(
+                cache, state[:, None].to(self._dtype), action[:, None].to(self._dtype)
+            )
+            return reward[:, 0], prob[:, 0]
         check_tensor("state", state, (None, self.spec.state_dim))
         check_tensor("action", action, (None, self.spec.joint_action_dim))
-        reward, prob = self._extend(
-            cache, state[:, None], action[:, None], ("state", "action"), check_inputs
-        )
+        reward, prob = self._extend(cache, state[:, None], action[:, None], ("state", "action"))
         return reward[:, 0], prob[:, 0]
+
+    def _append(self, cache: KVCache, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Unchecked: append ``states [B, T, S]``, ``actions [B, T, A]``; ``([B, T], [B, T])``."""
+        start = cache.length
+        x = self._embed(states, actions, cache.steps)  # (B, 2T, C)
+        h = self._trunk(x, cache, start)  # (B, T, C)
+        cache.length = start + x.shape[1]
+        reward, logit = self._heads(h)
+        return reward, torch.sigmoid(logit)

@@ -2,7 +2,7 @@
 
 ``SequentialAgentDenoiser`` is DIMA's ``D_θ(s^σ_{t+1}; σ, s_{t−L+1:t}, a_{t−L+1:t−1}, a^R_t)``
 (paper eq. 9–10, App. G.1): every denoising step sees the past states and joint actions and the
-current actions of the agents ``R`` its reveal schedule (:mod:`dimalib.diffusion.reveal`) names
+current actions of the agents ``R`` its reveal schedule (:mod:`dimalib.world_model.dynamics.reveal`) names
 for that step: one agent ``k`` in the paper's ``"sequential"`` schedule (eq. 9), a growing set in
 the ``"cumulative"`` one. ``JointActionDenoiser`` is the conventional model of paper Fig. 2 (all
 agents' current actions at every step, the ``"joint"`` schedule), on the same network for
@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from dimalib.data.normalizer import RunningNormalizer
-from dimalib.diffusion.conditioning import ActionContext, AgentActionEncoder
-from dimalib.diffusion.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
-from dimalib.diffusion.reveal import Order, RevealSchedule
-from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
-from dimalib.diffusion.unet1d import FourierFeatures, UNet1D
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_keys, check_tensor
+from dimalib.world_model.dynamics.conditioning import ActionContext, AgentActionEncoder
+from dimalib.world_model.dynamics.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
+from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
+from dimalib.world_model.dynamics.sampler import EulerSampler, SamplerConfig
+from dimalib.world_model.dynamics.unet1d import FourierFeatures, UNet1D
+from dimalib.world_model.normalizer import RunningNormalizer
 
 __all__ = ["DenoiserConfig", "JointActionDenoiser", "SequentialAgentDenoiser"]
 

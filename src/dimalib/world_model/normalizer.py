@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dimalib.utils.checks import check_tensor
+from dimalib.utils.checks import check_int, check_tensor
 
 __all__ = ["RunningNormalizer"]
 
@@ -27,9 +27,7 @@ class RunningNormalizer(nn.Module):
 
     def __init__(self, dim: int, min_std: float = 1e-2) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim: expected a positive integer, received {dim}")
-        self.dim = dim
+        self.dim = dim = check_int("dim", dim)
         self.min_std = min_std
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))

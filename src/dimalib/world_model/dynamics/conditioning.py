@@ -7,7 +7,7 @@ pool, invariant to the agents' labels) and projected to the condition width.
 
 The pool always holds every agent's actions at the past steps ``t−L+1 … t−1`` and, at the current
 step ``t``, the tokens of the **revealed** agents of the denoising step (a ``[B, n]`` boolean set
-from the reveal schedule, :mod:`dimalib.diffusion.reveal`): one agent for DIMA's eq. 9, a growing
+from the reveal schedule, :mod:`dimalib.world_model.dynamics.reveal`): one agent for DIMA's eq. 9, a growing
 set for the cumulative schedule, every agent for the joint model of paper Fig. 2.
 """
 
@@ -72,7 +72,7 @@ class AgentActionEncoder(nn.Module):
         )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(token_dim, out_dim))
         low, high = spec.action_bounds()
-        self.register_buffer("pad_index", torch.tensor(spec._pad_index), persistent=False)
+        self.register_buffer("pad_index", torch.tensor(spec.action_pad_index), persistent=False)
         self.register_buffer("pad_mask", spec.action_mask(), persistent=False)
         self.register_buffer("action_low", low, persistent=False)
         self.register_buffer("action_high", high, persistent=False)
@@ -122,7 +122,7 @@ class AgentActionEncoder(nn.Module):
         self.agent_embedding.copy_(self.agent_embedding[idx])
         self.spec = spec
         low, high = spec.action_bounds(device=self.weight.device)
-        self.pad_index.copy_(torch.tensor(spec._pad_index, device=self.weight.device))
+        self.pad_index.copy_(torch.tensor(spec.action_pad_index, device=self.weight.device))
         self.pad_mask.copy_(spec.action_mask(self.weight.device))
         self.action_low.copy_(low)
         self.action_high.copy_(high)

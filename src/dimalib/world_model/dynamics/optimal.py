@@ -14,7 +14,7 @@ statistics) the MMSE denoiser of ``x_σ = x_0 + σ n`` is therefore
 
 the best any network trained with the loss of eq. 9 (``R = {k}``), of the cumulative schedule
 (``R`` a subset) or of the joint model (``R`` = all) can learn. Put through the library's own
-:class:`~dimalib.diffusion.sampler.EulerSampler`, it gives the exact error floor of a reveal
+:class:`~dimalib.world_model.dynamics.sampler.EulerSampler`, it gives the exact error floor of a reveal
 schedule (:meth:`LinearGaussianDenoiser.predict_next_state`), with no training noise in the way.
 """
 
@@ -24,10 +24,10 @@ from typing import Protocol
 
 import torch
 
-from dimalib.diffusion.reveal import Order, RevealSchedule
-from dimalib.diffusion.sampler import EulerSampler, SamplerConfig
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_tensor
+from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
+from dimalib.world_model.dynamics.sampler import EulerSampler, SamplerConfig
 
 __all__ = ["LinearGaussianDenoiser", "LinearGaussianLaw"]
 
@@ -189,7 +189,7 @@ class LinearGaussianDenoiser:
         """Sample ``s_{t+1}`` with the library's sampler and this exact denoiser.
 
         Same arguments as :meth:`SequentialAgentDenoiser.predict_next_state
-        <dimalib.diffusion.SequentialAgentDenoiser.predict_next_state>` (``mask`` is not needed:
+        <dimalib.world_model.dynamics.SequentialAgentDenoiser.predict_next_state>` (``mask`` is not needed:
         the system is Markov).
         """
         S, Ad = self.spec.state_dim, self.spec.joint_action_dim

@@ -28,7 +28,7 @@ from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.checks import check_finite, check_tensor
+from dimalib.utils.checks import check_finite, check_int, check_tensor
 
 __all__ = ["FSQStateDecoder", "StateDecoderConfig"]
 
@@ -65,9 +65,7 @@ class StateDecoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_dim", "num_tokens", "vq_codebook_size", "vq_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+            check_int(name, getattr(self, name))
         if self.num_layers < 2:
             raise ValueError(f"num_layers: expected at least 2, received {self.num_layers}")
         levels = tuple(self.levels)

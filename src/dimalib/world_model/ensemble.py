@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from dimalib.data.normalizer import RunningNormalizer
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_keys, check_tensor
+from dimalib.world_model.normalizer import RunningNormalizer
 
 __all__ = ["EnsembleConfig", "ProbabilisticEnsemble"]
 

@@ -2,7 +2,7 @@
 
 DIMA's sampler (paper §3.1, App. B, E.2, Table 4) integrates the probability-flow ODE from
 ``σ_max`` down to 0, one denoiser evaluation per step (two with Heun). The *reveal schedule*
-(:class:`~dimalib.diffusion.reveal.RevealSchedule`) says which agents' current actions each step
+(:class:`~dimalib.world_model.dynamics.reveal.RevealSchedule`) says which agents' current actions each step
 sees, and the *conditioning order* in which agents come:
 
 * ``"descending"`` (paper default, Assumption 1): agent n first, agent 1 last;
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import torch
 
-from dimalib.diffusion.reveal import Order, RevealSchedule, agent_schedule, check_order
 from dimalib.utils.io import restore_fields
+from dimalib.world_model.dynamics.reveal import Order, RevealSchedule, agent_schedule, check_order
 
 __all__ = [
     "DenoiseFn",

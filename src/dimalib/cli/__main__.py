@@ -1,0 +1,5 @@
+"""``python -m dimalib.cli train ...``: the ``dimalib`` command."""
+
+from dimalib.cli import main
+
+raise SystemExit(main())
