@@ -305,12 +305,12 @@ def test_deterministic_actions_are_the_means_and_sampling_is_reproducible() -> N
 
 
 def test_beta_sampling_with_a_generator_has_the_right_moments() -> None:
-    from dimalib.algorithms.mappo import _sample_beta
+    from dimalib.algorithms.networks import sample_beta
 
     n = 40_000
     alpha = torch.tensor([2.0, 1.0, 7.5]).repeat(n, 1)
     beta = torch.tensor([5.0, 1.0, 1.5]).repeat(n, 1)
-    x = _sample_beta(alpha, beta, torch.Generator().manual_seed(0))
+    x = sample_beta(alpha, beta, torch.Generator().manual_seed(0))
     a, b = alpha[0], beta[0]
     mean = a / (a + b)
     var = a * b / ((a + b) ** 2 * (a + b + 1))

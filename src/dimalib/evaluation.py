@@ -98,16 +98,21 @@ def open_loop_states(
     spec = model.spec
     L, S, A = dynamics.context, spec.state_dim, spec.joint_action_dim
     check_tensor("states", states, (None, L, S), floating=True, finite=True)
-    check_tensor("actions", actions, (states.shape[0], L - 1 + horizon, A), floating=True,
-                 finite=True)  # fmt: skip
+    check_tensor(
+        "actions", actions, (states.shape[0], L - 1 + horizon, A), floating=True, finite=True
+    )
     model.eval()
     ctx = states
     out = []
     for h in range(horizon):
         nxt = dynamics.predict_next_state(
-            ctx, actions[:, h : h + L], order=order, reveal=reveal, generator=generator,
+            ctx,
+            actions[:, h : h + L],
+            order=order,
+            reveal=reveal,
+            generator=generator,
             check_inputs=False,
-        )  # fmt: skip
+        )
         out.append(nxt)
         ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
     return torch.stack(out, dim=1)
@@ -261,8 +266,9 @@ def action_effects(
 
     def predict(acts: torch.Tensor) -> torch.Tensor:
         noise = torch.Generator(device=states.device).manual_seed(seed + 1)
-        return dynamics.predict_next_state(states, acts, mask, order=order, reveal=reveal,
-                                           generator=noise, check_inputs=False)  # fmt: skip
+        return dynamics.predict_next_state(
+            states, acts, mask, order=order, reveal=reveal, generator=noise, check_inputs=False
+        )
 
     base_pred = predict(actions)
     base_true = true_next_state(states[:, -1], actions[:, -1])

@@ -33,21 +33,16 @@ from torch import nn
 
 from dimalib.algorithms.losses import ppo_losses
 from dimalib.algorithms.networks import (
-    BETA_EPS,
     Actor,
     ActorOutput,
     Critic,
     PolicyKind,
     ValueNorm,
-    linear_head,
     masked_mean,
-    mlp,
-    sample_beta,
-    sample_gamma,
 )
-from dimalib.algorithms.protocols import ImaginationEnvLike, ImaginedStepLike
+from dimalib.algorithms.protocols import ImaginationEnvLike
 from dimalib.algorithms.returns import lambda_returns
-from dimalib.algorithms.rollout import ROLLOUT_KEYS, check_rollout, imagine_rollout
+from dimalib.algorithms.rollout import check_rollout, imagine_rollout
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import NonFiniteTrainingError, check_finite, check_int, check_tensor
 
@@ -64,11 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# the private names this module defined before its parts moved out (still importable from here)
-_mlp, _head, _masked_mean = mlp, linear_head, masked_mean
-_sample_gamma, _sample_beta, _BETA_EPS = sample_gamma, sample_beta, BETA_EPS
-_StepLike, _ROLLOUT_KEYS = ImaginedStepLike, ROLLOUT_KEYS
 
 
 # --------------------------------------------------------------------------- config

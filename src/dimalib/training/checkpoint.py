@@ -52,9 +52,19 @@ READABLE_VERSIONS = (1, 2)  # 1: the whole buffer inside the checkpoint
 BUFFER_SUFFIX = ".buffer"
 LEARNER_KEY = "mappo"
 REQUIRED_KEYS = (
-    "env", "seed", "device", "config", "spec", "counters", "world_model",
-    "wm_optimizers", LEARNER_KEY, "buffer", "rng", "history",
-)  # fmt: skip
+    "env",
+    "seed",
+    "device",
+    "config",
+    "spec",
+    "counters",
+    "world_model",
+    "wm_optimizers",
+    LEARNER_KEY,
+    "buffer",
+    "rng",
+    "history",
+)
 
 
 def buffer_folder(path: Path) -> Path:

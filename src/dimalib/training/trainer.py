@@ -318,14 +318,20 @@ class Trainer:
 
         # real envs: one batch for collection, a separate one (one copy per episode) for evaluation
         self.venv = make_vector_env(
-            env, cfg.num_envs, seed=seed, max_episode_steps=cfg.max_episode_steps,
+            env,
+            cfg.num_envs,
+            seed=seed,
+            max_episode_steps=cfg.max_episode_steps,
             device=self.device,
-        )  # fmt: skip
+        )
         try:
             self.eval_venv = make_vector_env(
-                env, cfg.eval_episodes, seed=_derive_seed(seed, "eval-env"),
-                max_episode_steps=cfg.max_episode_steps, device=self.device,
-            )  # fmt: skip
+                env,
+                cfg.eval_episodes,
+                seed=_derive_seed(seed, "eval-env"),
+                max_episode_steps=cfg.max_episode_steps,
+                device=self.device,
+            )
         except BaseException:
             self.venv.close()
             raise
@@ -367,9 +373,13 @@ class Trainer:
         self._session_steps = 0
         logger.info(
             "Trainer: %s, %d agents, obs %s, actions %s, state %d; world model %.2fM parameters",
-            env, spec.n_agents, spec.obs_dims, spec.action_dims, spec.state_dim,
+            env,
+            spec.n_agents,
+            spec.obs_dims,
+            spec.action_dims,
+            spec.state_dim,
             sum(p.numel() for p in self.world_model.parameters()) / 1e6,
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------ learner
     def _make_learner(
@@ -625,8 +635,9 @@ class Trainer:
             logger.warning(
                 "resuming on %s a run saved on %s: the policy's sampling generators restart from "
                 "their seeds, so the run is not bit-identical to an uninterrupted one",
-                self.device, state["device"],
-            )  # fmt: skip
+                self.device,
+                state["device"],
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """The whole run state, the replay buffer included (tensors on the CPU where it matters).
@@ -678,8 +689,11 @@ class Trainer:
         self._buffer_store.commit(self.buffer)  # only now: the old files served the old file
         logger.info(
             "saved checkpoint at epoch %d / %d env steps to %s (%.1f s)",
-            self.epoch, self.env_steps, out, time.perf_counter() - t0,
-        )  # fmt: skip
+            self.epoch,
+            self.env_steps,
+            out,
+            time.perf_counter() - t0,
+        )
         return out
 
     def _load(self, blob: Mapping[str, Any], path: Path) -> None:
@@ -748,8 +762,11 @@ class Trainer:
             raise ValueError(f"path: {str(path)!r} is not a consistent checkpoint ({err})") from err
         logger.info(
             "resumed %s at epoch %d / %d env steps from %s",
-            trainer.env_name, trainer.epoch, trainer.env_steps, path,
-        )  # fmt: skip
+            trainer.env_name,
+            trainer.epoch,
+            trainer.env_steps,
+            path,
+        )
         return trainer
 
     # ------------------------------------------------------------------ cleanup

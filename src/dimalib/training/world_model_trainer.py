@@ -143,31 +143,42 @@ class WorldModelTrainer:
         """``steps`` updates of eq. 22 on batches of ``decoder_batch`` state-observation pairs."""
         wm, cfg = self.world_model, self.config
         return self._run(
-            "decoder", steps,
+            "decoder",
+            steps,
             lambda: buffer.sample_state_obs(cfg.decoder_batch, generator=self.generator),
-            wm.decoder_loss, wm.decoder, cfg.decoder_grad_clip,
-        )  # fmt: skip
+            wm.decoder_loss,
+            wm.decoder,
+            cfg.decoder_grad_clip,
+        )
 
     def train_dynamics(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
         """``steps`` updates of eq. 9 on ``dynamics_batch`` windows of ``L`` steps."""
         wm, cfg = self.world_model, self.config
         return self._run(
-            "dynamics", steps,
+            "dynamics",
+            steps,
             lambda: buffer.sample_dynamics(
                 cfg.dynamics_batch, context=wm.context, generator=self.generator
             ),
-            wm.dynamics_loss, wm.dynamics, cfg.dynamics_grad_clip,
-        )  # fmt: skip
+            wm.dynamics_loss,
+            wm.dynamics,
+            cfg.dynamics_grad_clip,
+        )
 
     def train_reward(self, buffer: ReplayBuffer, steps: int) -> dict[str, float]:
         """``steps`` updates of eq. 23 on ``reward_batch`` sequences of the GPT's ``max_steps``."""
         wm, cfg = self.world_model, self.config
         length = wm.reward_model.config.max_steps
         return self._run(
-            "reward", steps,
-            lambda: buffer.sample_sequences(cfg.reward_batch, length=length, generator=self.generator),
-            wm.reward_loss, wm.reward_model, cfg.reward_grad_clip,
-        )  # fmt: skip
+            "reward",
+            steps,
+            lambda: buffer.sample_sequences(
+                cfg.reward_batch, length=length, generator=self.generator
+            ),
+            wm.reward_loss,
+            wm.reward_model,
+            cfg.reward_grad_clip,
+        )
 
     def train_epoch(
         self,

@@ -167,9 +167,14 @@ class DIMAWorldModel(nn.Module):
         """``s_{t+1} [B, S]`` from ``states [B, L, S]`` and ``actions [B, L, A]`` (environment
         units): the dynamics model's :meth:`~dimalib.world_model.dynamics.denoiser.SequentialAgentDenoiser.predict_next_state`."""
         return self.dynamics.predict_next_state(
-            states, actions, mask, order=order, reveal=reveal, generator=generator,
+            states,
+            actions,
+            mask,
+            order=order,
+            reveal=reveal,
+            generator=generator,
             check_inputs=check_inputs,
-        )  # fmt: skip
+        )
 
     def init_rollout(self, batch_size: int) -> KVCache:
         """An empty KV cache of the reward model for ``batch_size`` rollouts."""

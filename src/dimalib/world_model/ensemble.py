@@ -250,8 +250,9 @@ class ProbabilisticEnsemble(nn.Module):
             rows = torch.arange(B, device=mean.device)
             delta = mean[member, rows]
             if mode == "sample":
-                noise = torch.randn(delta.shape, device=delta.device, dtype=delta.dtype,
-                                    generator=generator)  # fmt: skip
+                noise = torch.randn(
+                    delta.shape, device=delta.device, dtype=delta.dtype, generator=generator
+                )
                 delta = delta + noise * torch.exp(0.5 * logvar[member, rows])
         else:
             raise ValueError(f"mode: expected 'mean', 'sample' or 'member_mean', received {mode!r}")
