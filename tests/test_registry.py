@@ -22,6 +22,7 @@ from dimalib.envs import (
 from dimalib.envs import make_env as envs_make_env
 from dimalib.envs._fake_bidexhands import FakeMultiVecTaskPython
 from dimalib.envs.bidexhands import BiDexHandsVecEnv
+from dimalib.envs.episodes import is_seedable
 from dimalib.envs.registry import (
     ENV_FAMILIES,
     TOY_ENV,
@@ -40,7 +41,6 @@ from dimalib.training.config import EnvFamily, env_family, trainer_config
 from dimalib.training.diagnostics import true_dynamics
 from dimalib.training.trainer import (
     Trainer,
-    _seedable,
     check_env_name,
     known_trainer_envs,
 )
@@ -162,7 +162,7 @@ def test_a_user_env_registered_in_one_call_builds_batches_and_trains(
     assert isinstance(envs_make_env("two-carts", max_episode_steps=3), TwoCarts)
 
     with make_vector_env("two-carts", 3, max_episode_steps=5) as venv:
-        assert isinstance(venv, VectorMultiAgentEnv) and _seedable(venv)
+        assert isinstance(venv, VectorMultiAgentEnv) and is_seedable(venv)
         assert venv.spec.agent_names == ("left", "right") and venv.spec.state_dim == 4
         state, obs = venv.reset(seed=0)
         assert state.shape == (3, 4) and obs.shape == (3, 6)
@@ -228,7 +228,7 @@ def test_a_batched_only_env_and_its_seedability(registered: list[str]) -> None:
     registered.append("fake-pen")
     venv = make_vector_env("fake-pen", 2, seed=3)
     assert isinstance(venv, BiDexHandsVecEnv) and venv.num_envs == 2
-    assert not _seedable(venv) and not lookup("fake-pen").seedable
+    assert not is_seedable(venv) and not lookup("fake-pen").seedable
     assert trainer_config("paper", "fake-pen").env_steps_per_epoch == 500  # Bi-DexHands preset
     with pytest.raises(ValueError, match="batched env only"):
         make_env("fake-pen")
@@ -346,7 +346,7 @@ def test_mamujoco_pattern_names_resolve_and_build(name: str, n_agents: int) -> N
 
 def test_builtin_vector_envs_and_true_dynamics() -> None:
     with make_vector_env(TOY_ENV, 2, max_episode_steps=7) as venv:
-        assert isinstance(venv, VectorMultiAgentEnv) and _seedable(venv)
+        assert isinstance(venv, VectorMultiAgentEnv) and is_seedable(venv)
         assert venv.spec.action_dims == (1, 2, 3)
         venv.reset(seed=0)
         for _ in range(7):

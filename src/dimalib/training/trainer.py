@@ -62,6 +62,7 @@ from dimalib.data.buffer import ReplayBuffer
 from dimalib.data.buffer_store import BufferStore
 from dimalib.envs import collect
 from dimalib.envs import registry as env_registry
+from dimalib.envs.episodes import evaluate_policy, is_seedable
 from dimalib.envs.vector import RealVectorEnv as _RealVectorEnv
 from dimalib.imagination.env import ImaginationEnv
 from dimalib.spec import MultiAgentSpec
@@ -159,61 +160,6 @@ def make_vector_env(
     return env_registry.make_vector_env(
         name, num_envs, seed=seed, max_episode_steps=max_episode_steps, device=device
     )
-
-
-def _seedable(venv: RealVectorEnv) -> bool:
-    """``reset(seed=...)`` seeds ``venv`` (not Isaac Gym's: ``seedable = False``)."""
-    return bool(getattr(venv, "seedable", True))
-
-
-def evaluate_policy(
-    venv: RealVectorEnv,
-    act: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    seed: int | None = None,
-    max_steps: int = 1_000_000,
-) -> dict[str, float]:
-    """Run one episode in each of ``venv``'s copies with ``act(joint_obs [N, O]) -> [N, A]``.
-
-    The envs are reset with ``seed`` (copy ``i`` with ``seed + i``; no seed for Bi-DexHands);
-    stepping continues until every copy has finished its first episode (finished copies keep
-    stepping in their next episode, which is not counted).
-
-    Returns:
-        ``eval/return_mean``, ``eval/return_std`` (population std), ``eval/length_mean`` and
-        ``eval/episodes``.
-
-    Raises:
-        RuntimeError: some copy did not finish an episode within ``max_steps`` steps.
-    """
-    n = venv.num_envs
-    _, obs = venv.reset(seed=seed if _seedable(venv) else None)
-    finished = torch.zeros(n, dtype=torch.bool)
-    returns = torch.zeros(n, dtype=torch.float64)
-    lengths = torch.zeros(n, dtype=torch.int64)
-    with torch.no_grad():
-        for _ in range(max_steps):
-            out = venv.step(act(obs))
-            done = out.done.cpu()
-            new = done & ~finished
-            if bool(new.any()):
-                returns[new] = out.episode_return.cpu().double()[new]
-                lengths[new] = out.episode_length.cpu()[new]
-                finished |= done
-                if bool(finished.all()):
-                    break
-            obs = out.next_obs
-        else:
-            raise RuntimeError(
-                f"evaluation: {int((~finished).sum())} of {n} episodes did not end within "
-                f"{max_steps} steps; give the env a time limit (max_episode_steps)"
-            )
-    return {
-        "eval/return_mean": float(returns.mean()),
-        "eval/return_std": float(returns.std(unbiased=False)),
-        "eval/length_mean": float(lengths.double().mean()),
-        "eval/episodes": n,
-    }
 
 
 # --------------------------------------------------------------------------- seeds
@@ -433,7 +379,7 @@ class Trainer:
         if cfg.reset_envs_each_epoch or self.venv.needs_reset:
             self.buffer.end_episodes()  # the cut episode must not run into the next one
             seed = _derive_seed(self.seed, "collect-reset", self.epoch)
-            self.venv.reset(seed=seed if _seedable(self.venv) else None)
+            self.venv.reset(seed=seed if is_seedable(self.venv) else None)
         tally = _RewardTally(self.buffer)
         self.learner.eval()
         result = collect(
