@@ -382,3 +382,35 @@ def test_unchecked_step_equals_the_checked_one() -> None:
             torch.testing.assert_close(p2, p1, rtol=0, atol=0)
         with pytest.raises(ValueError, match="max_steps=4"):
             gpt.step(unchecked, s[:, 0], a[:, 0], check_inputs=False)
+
+
+def test_restarting_one_row_equals_a_fresh_cache() -> None:
+    """After ``reset_rows``, a row's predictions are those of a new sequence of its own steps."""
+    spec = MultiAgentSpec(("a", "b"), (3, 3), (2, 1), state_dim=5)
+    cfg = RewardTerminationConfig(n_layer=2, n_head=2, n_embd=16, max_steps=6)
+    gpt = RewardTerminationGPT(spec, cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    s, a = torch.randn(3, 6, 5, generator=g), torch.randn(3, 6, 3, generator=g)
+    cache = gpt.init_cache(3)
+    restart_after = 2  # row 1 starts a new sequence at step 2; rows 0 and 2 continue
+    got_r, got_p = [], []
+    with torch.no_grad():
+        for t in range(6):
+            if t == restart_after:
+                cache.reset_rows(torch.tensor([False, True, False]))
+            r, p = gpt.step(cache, s[:, t], a[:, t], check_inputs=t % 2 == 0)
+            got_r.append(r)
+            got_p.append(p)
+        full_r, full_p = gpt.predict(s, a)  # no restart: rows 0 and 2
+        new_r, new_p = gpt.predict(s[1:2, restart_after:], a[1:2, restart_after:])
+    got_r_t, got_p_t = torch.stack(got_r, 1), torch.stack(got_p, 1)
+    for row in (0, 2):
+        torch.testing.assert_close(got_r_t[row], full_r[row], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_p_t[row], full_p[row], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got_r_t[1, :restart_after], full_r[1, :restart_after], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(got_r_t[1, restart_after:], new_r[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_p_t[1, restart_after:], new_p[0], rtol=1e-5, atol=1e-5)
+    cache.reset()
+    assert cache.row_start is None and cache.length == 0

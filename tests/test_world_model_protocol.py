@@ -144,3 +144,131 @@ def test_configs_pickled_under_the_old_paths_load() -> None:
     wm_blob = pickle.dumps(WorldModelConfig(), protocol=0)
     old_wm = wm_blob.replace(b"dimalib.world_model.aggregate", b"dimalib.world_model")
     assert pickle.loads(old_wm) == WorldModelConfig()
+
+
+class _RowCounter:
+    """Per-rollout step counters: the memory of a scripted reward model."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.count = torch.zeros(batch_size, dtype=torch.long)
+
+    def reset(self) -> None:
+        self.count.zero_()
+
+    def reset_rows(self, rows: torch.Tensor) -> None:
+        self.count[rows] = 0
+
+
+class ScriptedEpisodes(LinearWorldModel):
+    """Row ``b`` terminates after ``lengths[b]`` steps of its episode; the reward at the episode's
+    ``j``-th step is ``j`` (so an episode of length ``k`` returns ``k (k + 1) / 2``)."""
+
+    def __init__(self, spec: MultiAgentSpec, lengths: list[int]) -> None:
+        super().__init__(spec)
+        self.lengths = torch.tensor(lengths)
+
+    def init_rollout(self, batch_size: int) -> _RowCounter:  # type: ignore[override]
+        return _RowCounter(batch_size)
+
+    def predict_reward(self, cache, state, action, *, check_inputs=True):  # type: ignore[no-untyped-def, override]
+        cache.count += 1
+        return cache.count.float(), (cache.count == self.lengths).float()
+
+
+def test_autoreset_episodes_count_right_in_record_episode_statistics() -> None:
+    """Gymnasium's RecordEpisodeStatistics on the vector view, early terminations included,
+    against the episodes worked out by hand (horizon 10, episode lengths 3, 4, never, 2)."""
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    from dimalib.imagination.adapters import VectorImaginationEnv
+
+    B, H = 4, 10
+    wm = ScriptedEpisodes(SPEC, [3, 4, 99, 2])
+    g = torch.Generator().manual_seed(0)
+    ctx = {"states": torch.randn(B, 2, 4, generator=g), "actions": torch.zeros(B, 1, 3)}
+    cfg = ImaginationConfig(num_envs=B, horizon=H, autoreset=True)
+    venv = RecordEpisodeStatistics(VectorImaginationEnv(ImaginationEnv(wm, ctx, cfg)))
+    venv.reset(seed=0)
+    restarted, truncated_at_h = [], None
+    for t in range(H):
+        _, _, _, trunc, info = venv.step(venv.action_space.sample())
+        restarted.append(info["active"] == 0)
+        if t == H - 1:
+            truncated_at_h = trunc
+    # by hand: row 0: 1-3 | restart 4 | 5-7 | restart 8 | 9-10 truncated -> returns 6, 6, 3
+    #          row 1: 1-4 | restart 5 | 6-9 | restart 10 (not truncated) -> 10, 10
+    #          row 2: 1-10 truncated -> 55;  row 3: 1-2 | 3 | 4-5 | 6 | 7-8 | 9 | 10 -> 3, 3, 3, 1
+    assert sorted(venv.return_queue) == sorted([6, 6, 3, 10, 10, 55, 3, 3, 3, 1])
+    assert sorted(venv.length_queue) == sorted([3, 3, 2, 4, 4, 10, 2, 2, 2, 1])
+    assert venv.episode_count == 10
+    assert truncated_at_h.tolist() == [True, False, True, True]
+    # the restart steps of row 3 (0-based steps 2, 5, 8) report no live transition
+    row3 = [bool(r[3]) for r in restarted]
+    assert row3 == [False, False, True, False, False, True, False, False, True, False]
+
+
+def test_autoreset_restarts_a_dima_world_model_from_fresh_contexts() -> None:
+    """Through the real DIMAWorldModel: restarted rows return their pool start state exactly and
+    terminations are not sticky."""
+    from dimalib.data.buffer import ReplayBuffer
+
+    torch.manual_seed(0)
+    spec = SPEC
+    wm = DIMAWorldModel(spec, WorldModelConfig())
+    buf = ReplayBuffer(spec, 256, num_streams=1)
+    g = torch.Generator().manual_seed(1)
+    states = torch.randn(65, 4, generator=g)
+    for t in range(64):
+        buf.add(
+            state=states[t : t + 1],
+            obs=torch.randn(1, 5, generator=g),
+            action=torch.rand(1, 3, generator=g) * 2 - 1,
+            reward=torch.zeros(1),
+            terminated=torch.zeros(1, dtype=torch.bool),
+            truncated=torch.tensor([t == 63]),
+            next_state=states[t + 1 : t + 2],
+            next_obs=torch.randn(1, 5, generator=g),
+        )
+    # threshold 1e-3: the untrained termination head (p ~ 0.5) ends every episode at once
+    cfg = ImaginationConfig(num_envs=6, horizon=6, termination_threshold=1e-3, autoreset=True)
+    env = ImaginationEnv(wm, buf, cfg, seed=0)
+    env.reset()
+    pattern = []
+    for _ in range(6):
+        out = env.step(torch.zeros(6, 3))
+        pattern.append(bool(env.restarted.all()))
+        if env.restarted.all():
+            assert float(out.reward.abs().max()) == 0.0 and not bool(out.terminated.any())
+            # a fresh start: every row is a real state of the buffer, exactly
+            assert bool((out.state[:, None, :] == states[None]).all(-1).any(1).all())
+        else:
+            assert bool(out.terminated.all())
+    assert pattern == [False, True, False, True, False, True]
+
+
+def test_autoreset_episodes_count_right_in_torchrl_reward_sum() -> None:
+    """TorchRL's RewardSum over rollout(..., break_when_any_done=False), which partially resets
+    done rollouts at once: episodes worked out by hand (horizon 10, lengths 3, 4, never, 2)."""
+    pytest.importorskip("torchrl")
+    from torchrl.envs import RewardSum, TransformedEnv
+
+    from dimalib.imagination.torchrl_env import TorchRLImaginationEnv
+
+    B, H = 4, 10
+    wm = ScriptedEpisodes(SPEC, [3, 4, 99, 2])
+    g = torch.Generator().manual_seed(0)
+    ctx = {"states": torch.randn(B, 2, 4, generator=g), "actions": torch.zeros(B, 1, 3)}
+    cfg = ImaginationConfig(num_envs=B, horizon=H, autoreset=True)
+    view = TorchRLImaginationEnv(ImaginationEnv(wm, ctx, cfg), group_map="all_in_one")
+    env = TransformedEnv(
+        view, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")])
+    )
+    td = env.rollout(H, break_when_any_done=False)  # (B, H)
+    done = td["next", "done"].squeeze(-1)  # (B, H)
+    ep = td["next", "agents", "episode_reward"][:, :, 0, 0]  # (B, H), agent 0 (all share it)
+    returns = [sorted(ep[b][done[b]].tolist()) for b in range(B)]
+    # by hand, restarting at once: row 0: 1-3 | 4-6 | 7-9 | 10 -> 6, 6, 6, 1
+    #   row 1: 1-4 | 5-8 | 9-10 -> 10, 10, 3;  row 2: 55;  row 3: five episodes of 2 -> 3 each
+    assert returns == [[1, 6, 6, 6], [3, 10, 10], [55], [3, 3, 3, 3, 3]]
+    assert int(done.sum()) == 13

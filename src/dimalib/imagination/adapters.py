@@ -20,6 +20,10 @@ reward is 0 on every later step. How each view presents this:
 
 * PettingZoo: the episode (one rollout) ends at the first termination or at the horizon; all
   agents leave ``agents`` at once and ``step`` then refuses until ``reset``.
+With ``ImaginationConfig(autoreset=True)`` a terminated rollout is instead restarted on the
+next step from a fresh context (:mod:`dimalib.imagination.env`), and the vector view follows
+Gymnasium's ``NEXT_STEP`` contract for early terminations too. Without it:
+
 * Vector (Gymnasium ``NEXT_STEP`` autoreset): ``terminations`` stays True after a termination; a
   learner that skips the transition that follows an episode end (the ``NEXT_STEP`` rule) thus
   skips every absorbing step. ``infos["active"]`` marks the transitions that belong to a live
@@ -330,8 +334,12 @@ class VectorImaginationEnv(VectorEnv[Any, Any, Any]):
     the horizon reports ``truncations`` True for every rollout; the following ``step`` ignores its
     actions, restarts every rollout from the start contexts (those of the last explicit
     ``reset``: ``options["source"]`` or the ImaginationEnv's own) and returns the first
-    observations with zero rewards and False flags. Terminations before the horizon are sticky
-    (see the module docstring). ``reset(seed=s)`` reseeds the ImaginationEnv.
+    observations with zero rewards and False flags. Terminations before the horizon: with
+    ``ImaginationConfig(autoreset=True)`` the terminated rollout restarts on the next step (the
+    same ``NEXT_STEP`` contract, so ``RecordEpisodeStatistics`` counts every episode once, tested);
+    otherwise they are sticky (see the module docstring). One case is off by one: a rollout that
+    restarts on the horizon step itself begins its next episode with one extra zero-reward step
+    (the restart of every rollout). ``reset(seed=s)`` reseeds the ImaginationEnv.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012 - Gymnasium's convention
@@ -388,8 +396,11 @@ class VectorImaginationEnv(VectorEnv[Any, Any, Any]):
                 self._infos(state=state, termination_prob=zeros.clone(), active=flags.clone()),
             )
         out = self.imagination_env.step(action)
-        active = ~self._ended
-        self._ended = out.terminated | out.truncated
+        if self.imagination_env.config.autoreset:  # the ImaginationEnv restarts early ends
+            active = ~self.imagination_env.restarted
+        else:
+            active = ~self._ended
+            self._ended = out.terminated | out.truncated
         # every rollout is truncated at the same step; the step count avoids a device sync
         self._autoreset = self.imagination_env.t >= self.imagination_env.horizon
         return (

@@ -18,6 +18,18 @@ probability is returned too, for learners that use it as a soft discount (DIMA's
 All rollouts are truncated together after ``horizon`` steps; ``step`` then refuses until ``reset``.
 ``reset`` puts the world model in eval mode (no dropout in imagination).
 
+**Autoreset (``autoreset=True``, off by default).** A rollout that terminates is restarted on the
+*next* step from a fresh start context (Gymnasium's ``NEXT_STEP`` rule, as DIAMOND's and the
+official code's imagination envs restart episodes): that step ignores the rollout's action and
+returns the new start observation and state with reward 0, ``terminated`` False and
+``termination_prob`` 0; :attr:`ImaginationEnv.restarted` marks those rows. The reward model's KV
+cache forgets the row (``KVCache.reset_rows``), so the new episode is predicted as a fresh one.
+Fresh contexts come from the replay buffer (sampled at ``reset``, up to ``horizon // 2`` per
+rollout) or, for given tensors, are the rollout's own start again. The horizon still truncates
+every rollout together, except one restarting on the last step (its new episode has not begun).
+Standard episode counters (Gymnasium ``RecordEpisodeStatistics``, TorchRL ``RewardSum``) then
+count imagined episodes right; dimalib's MAPPO uses the default (masked and kept).
+
 **Disagreement penalty (optional, off by default; not in the paper).** With
 ``disagreement_penalty = λ > 0`` every step also draws a second next state from an independent
 start noise and subtracts ``λ·d_t`` from the reward, ``d_t`` the root mean square over state
@@ -65,6 +77,7 @@ class ImaginationConfig:
     check_actions: Literal["rollout", "step"] = "rollout"
     out_of_bounds: Literal["clip", "error"] = "clip"
     disagreement_penalty: float = 0.0  # dimalib, not in the paper: 0 = off (see the class doc)
+    autoreset: bool = False  # restart terminated rollouts on the next step (see the module doc)
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -88,6 +101,8 @@ class ImaginationConfig:
         p = self.disagreement_penalty
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 0:
             raise ValueError(f"disagreement_penalty: expected a number >= 0, received {p!r}")
+        if not isinstance(self.autoreset, bool):
+            raise ValueError(f"autoreset: expected a bool, received {self.autoreset!r}")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         restore_fields(self, state)  # configs saved before newer fields take their defaults
@@ -154,6 +169,8 @@ class ImaginationEnv:
         self.last_disagreement: torch.Tensor | None = None
         self._seed(seed)
         self._cache: RolloutCache | None = None
+        # True where the last step restarted a rollout (``autoreset``; all False otherwise)
+        self.restarted = torch.zeros(self.config.num_envs, dtype=torch.bool, device=self.device)
         self._t = -1  # steps taken since reset; -1 before the first reset
         low, high = self.spec.action_bounds(device=self.device)
         self._low, self._high = low, high
@@ -222,6 +239,8 @@ class ImaginationEnv:
         else:
             ctx = source
         states, actions, mask, obs = self._check_context(ctx)
+        if self.config.autoreset:
+            self._init_restarts(source, ctx, states, actions, mask, obs)
         wm = self.world_model.eval()  # imagination is inference: no dropout
         with torch.inference_mode():
             self._states = states.to(self.device, torch.float32)  # (B, L, S)
@@ -234,15 +253,48 @@ class ImaginationEnv:
                 self._cache = wm.init_rollout(B)
             self._cache.reset()
             self._terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
+            self.restarted = torch.zeros(B, dtype=torch.bool, device=self.device)
             # first step with a non-finite action (-1: none), kept on the device: no sync per step
             self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._t = 0
         return self._obs.clone(), self._states[:, -1].clone()
 
+    def _init_restarts(
+        self,
+        source: ReplayBuffer | StartContext,
+        ctx: StartContext,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+        obs: torch.Tensor | None,
+    ) -> None:
+        """The start contexts of later restarts (``autoreset``): from a buffer, fresh samples for
+        up to ``horizon // 2`` restarts per rollout (a restart takes a step, so no rollout can
+        need more); from given tensors, each rollout's own start again."""
+        B = self.num_envs
+        rounds = 1
+        if isinstance(source, ReplayBuffer):
+            rounds = max(1, self.horizon // 2)
+            pool = source.sample_start_contexts(
+                B * rounds,
+                context=self.world_model.context,
+                generator=self._generator(source.device),
+            )
+            states, actions, mask, obs = self._check_context(pool, rows=B * rounds)
+        with torch.inference_mode():
+            self._pool_states = states.to(self.device, torch.float32)  # (P, L, S), P = B * rounds
+            self._pool_actions = actions.to(self.device, torch.float32)  # (P, L-1, A)
+            self._pool_mask = mask.to(self.device)  # (P, L)
+            if obs is None:
+                obs = self.world_model.decode(self._pool_states[:, -1])
+            self._pool_obs = obs.to(self.device, torch.float32)  # (P, O)
+            self._pool_rounds = rounds
+            self._restarts = torch.zeros(B, dtype=torch.long, device=self.device)
+
     def _check_context(
-        self, ctx: StartContext
+        self, ctx: StartContext, rows: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        B, L = self.num_envs, self.world_model.context
+        B, L = self.num_envs if rows is None else rows, self.world_model.context
         S, A = self.spec.state_dim, self.spec.joint_action_dim
         for key in ("states", "actions"):
             if key not in ctx:
@@ -261,6 +313,49 @@ class ImaginationEnv:
                 "source['obs']", obs, (B, self.spec.joint_obs_dim), floating=True, finite=True
             )
         return states, actions, mask, obs
+
+    def _fresh(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each rollout's next restart context: ``states [B, L, S]``, ``actions [B, L-1, A]``,
+        ``mask [B, L]``, ``obs [B, O]`` (round ``restarts[b]`` of the pool, on the device)."""
+        B = self.num_envs
+        k = self._restarts.clamp(max=self._pool_rounds - 1)
+        row = k * B + torch.arange(B, device=self.device)  # (B,)
+        return (
+            self._pool_states[row],
+            self._pool_actions[row],
+            self._pool_mask[row],
+            self._pool_obs[row],
+        )
+
+    def restart(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restart the rollouts where ``rows [B]`` (bool) is True *now*, from fresh contexts
+        (a partial reset, as TorchRL's ``_reset`` asks); the others continue. Needs
+        ``ImaginationConfig(autoreset=True)``.
+
+        Returns:
+            ``(obs [B, O], state [B, S])`` of every rollout after the restart.
+        """
+        if not self.config.autoreset:
+            raise ValueError(
+                "restart: restarting single rollouts needs ImaginationConfig(autoreset=True)"
+            )
+        if self._t < 0:
+            raise ValueError("restart: call reset() before restart()")
+        rows = check_tensor("rows", rows, (self.num_envs,), dtype=torch.bool, device=self.device)
+        assert self._cache is not None
+        with torch.inference_mode():
+            states, actions, mask, obs = self._fresh()
+            r1, r2 = rows[:, None], rows[:, None, None]
+            self._states = torch.where(r2, states, self._states)
+            self._actions = torch.where(r2, actions, self._actions)
+            self._mask = torch.where(r1, mask, self._mask)
+            self._obs = torch.where(r1, obs, self._obs)
+            self._terminated = self._terminated & ~rows
+            self._cache.reset_rows(rows)
+            self._restarts += rows.long()
+        return self._obs.clone(), self._states[:, -1].clone()
 
     # ------------------------------------------------------------------ step
     def step(self, joint_action: torch.Tensor, *, order: Order | None = None) -> ImaginedStep:
@@ -333,11 +428,29 @@ class ImaginationEnv:
 
             if cfg.disagreement_penalty > 0:
                 reward = reward - cfg.disagreement_penalty * spread
-            reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
-            self._terminated |= term_prob > cfg.termination_threshold
-            self._states = torch.cat([self._states[:, 1:], next_state[:, None]], dim=1)
+            states = torch.cat([self._states[:, 1:], next_state[:, None]], dim=1)  # (B, L, S)
+            mask = torch.cat([self._mask[:, 1:], self._mask.new_ones(B, 1)], dim=1)  # (B, L)
             self._actions = actions[:, 1:]  # (B, L-1, A): the window slides by one
-            self._mask = torch.cat([self._mask[:, 1:], self._mask.new_ones(B, 1)], dim=1)
+            if cfg.autoreset:
+                # rollouts that terminated on the previous step restart from a fresh context
+                restart = self._terminated  # (B,)
+                fresh_states, fresh_actions, fresh_mask, fresh_obs = self._fresh()
+                r1, r2 = restart[:, None], restart[:, None, None]
+                next_state = torch.where(r1, fresh_states[:, -1], next_state)
+                next_obs = torch.where(r1, fresh_obs, next_obs)
+                states = torch.where(r2, fresh_states, states)
+                self._actions = torch.where(r2, fresh_actions, self._actions)
+                mask = torch.where(r1, fresh_mask, mask)
+                reward = torch.where(restart, torch.zeros_like(reward), reward)
+                term_prob = torch.where(restart, torch.zeros_like(term_prob), term_prob)
+                self._terminated = term_prob > cfg.termination_threshold
+                self._cache.reset_rows(restart)  # the reward model forgets those rows
+                self._restarts += restart.long()
+                self.restarted = restart
+            else:
+                reward = torch.where(self._terminated, torch.zeros_like(reward), reward)
+                self._terminated |= term_prob > cfg.termination_threshold
+            self._states, self._mask = states, mask
             self._obs = next_obs
         self._t += 1
         truncated = self._t >= self.horizon
@@ -353,6 +466,8 @@ class ImaginationEnv:
             state=next_state.clone(),
             reward=reward.clone(),
             terminated=self._terminated.clone(),
-            truncated=torch.full((B,), truncated, dtype=torch.bool, device=self.device),
+            # a rollout that restarts on the last step has just begun: not truncated
+            truncated=torch.full((B,), truncated, dtype=torch.bool, device=self.device)
+            & ~self.restarted,
             termination_prob=term_prob.clone(),
         )

@@ -55,7 +55,10 @@ class TorchRLImaginationEnv(EnvBase):
     * root ``"state"`` ``[N, S]`` (the global state) and ``"termination_prob"`` ``[N, 1]``.
 
     Episodes: every rollout is truncated at the horizon, and the following reset restarts them
-    all. A rollout that terminates earlier cannot restart alone: a partial reset (TorchRL's
+    all. With ``ImaginationConfig(autoreset=True)`` a partial reset (TorchRL's ``"_reset"`` mask)
+    restarts the named rollouts at once from fresh contexts (:meth:`ImaginationEnv.restart`), so
+    ``RewardSum`` and collectors count imagined episodes right (tested). Without it, a rollout
+    that terminates earlier cannot restart alone: a partial reset (TorchRL's
     ``"_reset"`` mask, e.g. from ``rollout(..., break_when_any_done=False)`` or a collector) leaves
     it done (``allow_done_after_reset``) in an absorbing state with reward 0 until the horizon.
     A partial reset that names a rollout that has not ended raises ``ValueError``.
@@ -214,6 +217,12 @@ class TorchRLImaginationEnv(EnvBase):
             self._ended = torch.zeros(n_envs, dtype=torch.bool, device=env.device)
             terminated = self._ended.clone()
             prob = torch.zeros(n_envs, device=env.device)
+        elif env.config.autoreset:  # a partial reset: those rollouts restart now
+            assert mask is not None
+            obs, state = env.restart(mask)
+            self._ended = self._ended & ~mask
+            terminated = self._ended.clone()
+            prob = torch.where(mask, torch.zeros_like(self._last["prob"]), self._last["prob"])
         else:
             assert mask is not None
             if bool((mask & ~self._ended).any()):

@@ -64,6 +64,11 @@ class RolloutCache(Protocol):
         """Forget every step (start new rollouts)."""
         ...
 
+    def reset_rows(self, rows: torch.Tensor) -> None:
+        """Start new rollouts where ``rows [B]`` (bool) is True, from the next step on (used by
+        ``ImaginationConfig(autoreset=True)``; on the device, no host sync)."""
+        ...
+
 
 CacheT = TypeVar("CacheT", bound=RolloutCache)
 

@@ -105,15 +105,24 @@ class KVCache:
     next rollout without reallocating. Use it under ``torch.inference_mode()`` or
     ``torch.no_grad()`` (the same one it was created under): gradients do not flow through it.
 
+    **Restarting single rows.** :meth:`reset_rows` starts new sequences in some rows while the
+    others continue: a restarted row attends only to the steps written after the restart and its
+    positions count from 0 again, so its predictions equal those of a fresh cache fed the same
+    steps (tested). The rows share one write position, so the capacity (``max_steps`` steps) is
+    counted from the last :meth:`reset`.
+
     Attributes:
         keys: ``[n_layer, B, n_head, 2 * max_steps, head_dim]``.
         values: ``[n_layer, B, n_head, 2 * max_steps, head_dim]``.
         length: number of tokens written so far (two per step).
+        row_start: ``[B]`` long, the step at which each row's current sequence began (None: 0
+            for every row).
     """
 
     keys: Tensor
     values: Tensor
     length: int = 0
+    row_start: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -130,8 +139,16 @@ class KVCache:
         return self.length // 2
 
     def reset(self) -> None:
-        """Forget the context; the buffers are reused."""
+        """Forget the context of every row; the buffers are reused."""
         self.length = 0
+        self.row_start = None
+
+    def reset_rows(self, rows: Tensor) -> None:
+        """Start new sequences in the rows where ``rows [B]`` (bool) is True, from the next step
+        on; the other rows keep their context. Runs on the device (no host sync)."""
+        if self.row_start is None:
+            self.row_start = torch.zeros(self.batch_size, dtype=torch.long, device=self.keys.device)
+        self.row_start = torch.where(rows.to(self.row_start.device), self.steps, self.row_start)
 
 
 def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float) -> Tensor:
@@ -144,7 +161,10 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: 
     """
     # keys on the left: the cache slice is then used as it lies, without a transposed copy
     scores = torch.matmul(k, (q * q.shape[-1] ** -0.5).transpose(-2, -1))  # (B, H, Tk, Tq)
-    scores = scores.masked_fill(~mask.T, float("-inf"))
+    allowed = mask.transpose(-2, -1)  # (Tk, Tq), or (B, Tk, Tq) with per-row masks
+    scores = scores.masked_fill(
+        ~(allowed if allowed.dim() == 2 else allowed[:, None]), float("-inf")
+    )
     probs = torch.softmax(scores, dim=-2, dtype=torch.float32).to(v.dtype)
     probs = F.dropout(probs, dropout_p, training=dropout_p > 0.0)
     return torch.matmul(probs.transpose(-2, -1), v)
@@ -176,8 +196,8 @@ class CausalSelfAttention(nn.Module):
 
         Args:
             h: ``[B, T, C]`` layer-normed new tokens at absolute positions ``start .. start+T-1``.
-            attn_mask: ``[Tq, Tk]`` bool, True where a query may attend; ``None`` means plain
-                causal attention with ``Tq == Tk`` (no past).
+            attn_mask: ``[Tq, Tk]`` (or ``[B, Tq, Tk]`` with a cache) bool, True where a query may
+                attend; ``None`` means plain causal attention with ``Tq == Tk`` (no past).
             query_index: compute outputs only for ``h[:, query_index]`` (keys/values are still
                 computed for every token).
             cache: if given, the new keys/values are written at ``start`` into layer ``layer``
@@ -407,8 +427,11 @@ class RewardTerminationGPT(nn.Module):
             )
         return states, actions
 
-    def _embed(self, states: Tensor, actions: Tensor, start_step: int) -> Tensor:
-        """``[B, T, S]``, ``[B, T, A]`` -> interleaved tokens ``[B, 2T, C]`` (with positions)."""
+    def _embed(
+        self, states: Tensor, actions: Tensor, start_step: int, row_start: Tensor | None = None
+    ) -> Tensor:
+        """``[B, T, S]``, ``[B, T, A]`` -> interleaved tokens ``[B, 2T, C]`` (with positions;
+        row ``b``'s count from ``row_start[b]`` when given)."""
         with self._autocast(states.device, enabled=False):
             s = self.state_emb(states)  # (B, T, C)
             padded = self.spec.pad_actions(actions)  # (B, T, n, m), zero past each agent's size
@@ -416,10 +439,17 @@ class RewardTerminationGPT(nn.Module):
             a = self.action_out(F.gelu(h).mean(dim=2))  # (B, T, C)
             x = rearrange([s, a], "k b t c -> b (t k) c")  # (B, 2T, C): s_0, a_0, s_1, a_1, ...
             t2 = x.shape[1]
-            x = x + self.pos_emb[:, 2 * start_step : 2 * start_step + t2]
+            if row_start is None:
+                x = x + self.pos_emb[:, 2 * start_step : 2 * start_step + t2]
+            else:
+                first = 2 * (start_step - row_start)  # (B,)
+                pos = first[:, None] + torch.arange(t2, device=first.device)  # (B, 2T)
+                x = x + self.pos_emb[0, pos]
             return self.drop(x)
 
-    def _trunk(self, x: Tensor, cache: KVCache | None, start: int) -> Tensor:
+    def _trunk(
+        self, x: Tensor, cache: KVCache | None, start: int, row_start: Tensor | None = None
+    ) -> Tensor:
         """Tokens ``[B, 2T, C]`` at positions ``start..`` -> action-token outputs ``[B, T, C]``.
 
         The last block computes queries (and MLP) for the action tokens only: the state tokens'
@@ -433,6 +463,10 @@ class RewardTerminationGPT(nn.Module):
         causal = start == 0 and cache is None
         mask_all = None if causal else key_pos[None, :] <= query_pos[:, None]  # (2T, Tk)
         mask_act = key_pos[None, :] <= query_pos[1::2, None]  # (T, Tk)
+        if row_start is not None:  # a restarted row sees only its own steps
+            own = key_pos[None, None, :] >= 2 * row_start[:, None, None]  # (B, 1, Tk)
+            mask_all = (key_pos[None, :] <= query_pos[:, None]) & own  # (B, 2T, Tk)
+            mask_act = mask_act & own  # (B, T, Tk)
         last = len(self.blocks) - 1
         with self._autocast(device, enabled=True):
             for i, block in enumerate(self.blocks):
@@ -645,8 +679,8 @@ class RewardTerminationGPT(nn.Module):
     def _append(self, cache: KVCache, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Unchecked: append ``states [B, T, S]``, ``actions [B, T, A]``; ``([B, T], [B, T])``."""
         start = cache.length
-        x = self._embed(states, actions, cache.steps)  # (B, 2T, C)
-        h = self._trunk(x, cache, start)  # (B, T, C)
+        x = self._embed(states, actions, cache.steps, cache.row_start)  # (B, 2T, C)
+        h = self._trunk(x, cache, start, cache.row_start)  # (B, T, C)
         cache.length = start + x.shape[1]
         reward, logit = self._heads(h)
         return reward, torch.sigmoid(logit)
