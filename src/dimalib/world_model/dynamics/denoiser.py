@@ -191,7 +191,8 @@ class _Denoiser(nn.Module):
         """``[B, n]`` bool: the revealed agents of training samples at noise levels ``sigma [B]``,
         drawn as the reveal schedule prescribes (eq. 9: one agent ``k ~ U{0..n−1}``)."""
         n = self.spec.n_agents
-        sampler_sigmas = self.sampler.sigmas(n)  # on the CPU: no device sync on the hot path
+        # on the CPU: no device sync on the hot path
+        sampler_sigmas = self.sampler.sigmas(n, reveal=self.reveal)
         return self.reveal.training_masks(
             n, sigma, sampler_sigmas, agent_names=self.spec.agent_names, generator=generator
         )

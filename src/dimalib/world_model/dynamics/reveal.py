@@ -51,12 +51,15 @@ Training draws (:meth:`RevealSchedule.training_masks`), consistent with each kin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from dimalib.utils.io import restore_fields
 
 __all__ = [
     "ORDER_NAMES",
@@ -200,6 +203,13 @@ class RevealSchedule:
         sets: explicit only: one set of agents (indices or names) per denoising step.
         train_sizes: cumulative and explicit: the set size the schedule uses at the nearest
             sampler σ (``"matched"``, default) or uniform sizes at every σ (``"uniform"``).
+        groups: a partition of the team into agent groups (agent indices or names, every agent
+            in exactly one group). The schedule then runs over the groups as if each were one
+            agent — orders and explicit sets name group *indices*, a step reveals whole groups,
+            training draws unions of whole groups — and the sampler's default number of
+            denoising steps follows the number of groups (``default_num_steps(G)``), so the
+            cost of an imagined step no longer grows with the number of agents (issue "scale";
+            the paper's §6 names grouping as future work). None: one group per agent.
 
     Examples:
         >>> RevealSchedule("cumulative").masks(2, torch.tensor([5.0, 0.84, 0.08, 0.002, 0.0]))
@@ -214,8 +224,24 @@ class RevealSchedule:
     reveal_all_sigma: float | None = None
     sets: tuple[tuple[int | str, ...], ...] | None = None
     train_sizes: Literal["matched", "uniform"] = "matched"
+    groups: tuple[tuple[int | str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.groups is not None:
+            if isinstance(self.groups, str) or len(self.groups) == 0:
+                raise ValueError(
+                    f"groups: expected a non-empty sequence of agent groups, received "
+                    f"{self.groups!r}"
+                )
+            groups = []
+            for i, g in enumerate(self.groups):
+                if isinstance(g, (str, int)) or len(g) == 0:
+                    raise ValueError(
+                        f"groups: expected a non-empty sequence of agents for group {i}, "
+                        f"received {g!r}"
+                    )
+                groups.append(tuple(g))
+            object.__setattr__(self, "groups", tuple(groups))
         if self.kind not in REVEAL_KINDS:
             raise ValueError(f"kind: expected one of {list(REVEAL_KINDS)}, received {self.kind!r}")
         if self.kind != "cumulative" and (
@@ -257,6 +283,41 @@ class RevealSchedule:
             object.__setattr__(self, "sets", tuple(sets))
         elif self.sets is not None:
             raise ValueError(f"sets: only for kind='explicit', received kind {self.kind!r}")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_fields(self, state)  # schedules pickled before ``groups`` existed: None
+
+    # ---------------------------------------------------------------- groups
+    def units(self, n_agents: int) -> int:
+        """How many units the schedule reveals: the number of groups, else ``n_agents``."""
+        return n_agents if self.groups is None else len(self.groups)
+
+    def membership(
+        self,
+        n_agents: int,
+        agent_names: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """``[G, n]`` bool, ``True`` where agent ``j`` belongs to group ``g`` (``groups`` must be
+        a partition of the ``n`` agents); the identity without groups."""
+        if self.groups is None:
+            return torch.eye(n_agents, dtype=torch.bool, device=device)
+        out = torch.zeros(len(self.groups), n_agents, dtype=torch.bool)
+        for g, members in enumerate(self.groups):
+            for entry in members:
+                j = _resolve_agent(entry, agent_names, n_agents, argument="groups")
+                if out[:, j].any():
+                    raise ValueError(f"groups: agent {entry!r} is in more than one group")
+                out[g, j] = True
+        missing = (~out.any(dim=0)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(
+                f"groups: expected every agent in one group, agent(s) {missing} are in none"
+            )
+        return out.to(device)
+
+    def _per_unit(self) -> RevealSchedule:
+        return dataclasses.replace(self, groups=None)
 
     # ----------------------------------------------------------------- masks
     def revealed_counts(self, n_agents: int, sigmas: torch.Tensor) -> list[int]:
@@ -309,6 +370,18 @@ class RevealSchedule:
         Raises:
             ValueError: an order or set the schedule cannot use, naming the argument.
         """
+        if self.groups is not None:
+            member = self.membership(n_agents, agent_names, device)  # (G, n)
+            unit = self._per_unit().masks(
+                len(self.groups),
+                sigmas,
+                order=order,
+                batch_size=batch_size,
+                per_sample=per_sample,
+                generator=generator,
+                device=device,
+            )  # (..., N, G)
+            return (unit[..., :, None] & member).any(dim=-2)  # (..., N, n)
         num_steps = sigmas.numel() - 1
         if self.kind == "joint":
             return torch.ones(num_steps, n_agents, dtype=torch.bool, device=device)
@@ -416,6 +489,12 @@ class RevealSchedule:
             generator: makes the draw reproducible.
         """
         B, device = sigma.shape[0], sigma.device
+        if self.groups is not None:
+            member = self.membership(n_agents, agent_names, device)  # (G, n)
+            unit = self._per_unit().training_masks(
+                len(self.groups), sigma, sampler_sigmas, generator=generator
+            )  # (B, G)
+            return (unit[:, :, None] & member).any(dim=1)  # (B, n): unions of whole groups
         if self.kind == "joint":
             return torch.ones(B, n_agents, dtype=torch.bool, device=device)
         if self.kind == "sequential":

@@ -126,20 +126,28 @@ class EulerSampler:
         self.config = config or SamplerConfig()
         self._cache: dict[object, torch.Tensor] = {}  # reveal masks of fixed orders
 
-    def num_steps(self, n_agents: int) -> int:
-        return self.config.num_steps or default_num_steps(n_agents)
+    def num_steps(self, n_agents: int, reveal: RevealSchedule | None = None) -> int:
+        """The configured steps, else Table 4's for the schedule's units (agents or groups)."""
+        reveal = self.config.reveal if reveal is None else reveal
+        return self.config.num_steps or default_num_steps(reveal.units(n_agents))
 
     def sigmas(
         self,
         n_agents: int,
         *,
+        reveal: RevealSchedule | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """``[steps + 1]`` schedule for a team of ``n_agents``."""
+        """``[steps + 1]`` schedule for a team of ``n_agents`` (revealed as ``reveal`` says)."""
         c = self.config
         return karras_sigmas(
-            self.num_steps(n_agents), c.sigma_min, c.sigma_max, c.rho, device=device, dtype=dtype
+            self.num_steps(n_agents, reveal),
+            c.sigma_min,
+            c.sigma_max,
+            c.rho,
+            device=device,
+            dtype=dtype,
         )
 
     def schedule(
@@ -171,7 +179,7 @@ class EulerSampler:
         if masks is None:
             masks = reveal.masks(
                 n_agents,
-                self.sigmas(n_agents),
+                self.sigmas(n_agents, reveal=reveal),
                 order=order,
                 batch_size=batch_size,
                 per_sample=self.config.per_sample_order,
@@ -220,7 +228,12 @@ class EulerSampler:
             generator=generator,
             device=device,
         )  # (B, N, n)
-        sigmas = self.sigmas(n_agents, device=device, dtype=dtype)
+        sigmas = self.sigmas(
+            n_agents,
+            reveal=self.config.reveal if reveal is None else reveal,
+            device=device,
+            dtype=dtype,
+        )
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sigmas[0]
         heun = self.config.solver == "heun"
         n_steps = sigmas.numel() - 1
