@@ -66,6 +66,11 @@ class WorldModelTrainer:
         world_model: the model to train (its device is where batches are moved).
         config: Table 4 settings.
         generator: makes the batch sampling reproducible (on the buffer's device).
+        gradient_sync: called with each model after its backward pass and before clipping, e.g.
+            :func:`dimalib.training.distributed.all_reduce_gradients` to average the gradients
+            of several processes (:func:`~dimalib.training.distributed.distributed_trainer`).
+        after_step: called with each model after its optimiser step (e.g. to keep running
+            statistics equal across processes).
     """
 
     def __init__(
@@ -74,8 +79,12 @@ class WorldModelTrainer:
         config: WorldModelTrainingConfig | None = None,
         *,
         generator: torch.Generator | None = None,
+        gradient_sync: Callable[[nn.Module], None] | None = None,
+        after_step: Callable[[nn.Module], None] | None = None,
     ) -> None:
         self.world_model = world_model
+        self.gradient_sync = gradient_sync
+        self.after_step = after_step
         self.config = cfg = config or WorldModelTrainingConfig()
         self.generator = generator
         wd = cfg.weight_decay
@@ -107,6 +116,8 @@ class WorldModelTrainer:
             loss, info = loss_fn(self._to_device(sample()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.gradient_sync is not None:
+                self.gradient_sync(module)
             grad_norm = nn.utils.clip_grad_norm_(module.parameters(), clip)
             bad = ~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach()))
             if fused:  # the fused kernel leaves everything untouched when found_inf is 1
@@ -117,6 +128,8 @@ class WorldModelTrainer:
                     del opt.found_inf  # type: ignore[attr-defined]
             elif not bool(bad):  # unfused optimisers (e.g. on MPS): one sync per step
                 opt.step()
+            if self.after_step is not None:
+                self.after_step(module)
             skipped += bad
             scalars = {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
             scalars.update({k: v for k, v in info.items() if v.dim() == 0 and k != "loss"})
