@@ -17,6 +17,7 @@ RANK = {
     "envs": 3,
     "algorithms": 3,
     "viz": 4,
+    "testing": 4,  # test doubles (import envs)
     "imagination": 4,
     "evaluation": 5,
     "training": 6,

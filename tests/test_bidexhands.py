@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dimalib.envs import BIDEXHANDS_TASKS, collect, make_env
-from dimalib.envs._fake_bidexhands import FakeMultiVecTaskPython
 from dimalib.envs.bidexhands import BiDexHandsVecEnv, isaacgym_missing_message, make_bidexhands
+from dimalib.testing.fake_bidexhands import FakeMultiVecTaskPython
 
 HAS_ISAACGYM = importlib.util.find_spec("isaacgym") is not None
 

@@ -20,7 +20,6 @@ from dimalib.envs import (
     known_env_names,
 )
 from dimalib.envs import make_env as envs_make_env
-from dimalib.envs._fake_bidexhands import FakeMultiVecTaskPython
 from dimalib.envs.bidexhands import BiDexHandsVecEnv
 from dimalib.envs.episodes import is_seedable
 from dimalib.envs.registry import (
@@ -37,6 +36,7 @@ from dimalib.envs.registry import (
     unregister_env,
 )
 from dimalib.envs.toy import CoupledPointMasses, ExactToyDynamics
+from dimalib.testing.fake_bidexhands import FakeMultiVecTaskPython
 from dimalib.training.config import EnvFamily, env_family, trainer_config
 from dimalib.training.diagnostics import true_dynamics
 from dimalib.training.trainer import (

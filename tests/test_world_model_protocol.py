@@ -272,3 +272,38 @@ def test_autoreset_episodes_count_right_in_torchrl_reward_sum() -> None:
     #   row 1: 1-4 | 5-8 | 9-10 -> 10, 10, 3;  row 2: 55;  row 3: five episodes of 2 -> 3 each
     assert returns == [[1, 6, 6, 6], [3, 10, 10], [55], [3, 3, 3, 3, 3]]
     assert int(done.sum()) == 13
+
+
+def test_the_mbpo_ensemble_drives_imagination_through_a_composed_world_model() -> None:
+    """MBPO dynamics with DIMA's reward model and decoder: the imagined states are exactly the
+    ensemble's mean predictions, the rewards the GPT's on the normalised states."""
+    from dimalib.world_model import ComposedWorldModel, EnsembleConfig
+
+    torch.manual_seed(0)
+    dima = DIMAWorldModel(SPEC, WorldModelConfig()).eval()
+    ensemble = ProbabilisticEnsemble(SPEC, EnsembleConfig(members=3, hidden_dim=16)).eval()
+    wm = ComposedWorldModel(ensemble, dima.reward_model, dima.decoder, dima.normalizer)
+    assert isinstance(wm, WorldModel) and wm.context == 1
+    B = 4
+    g = torch.Generator().manual_seed(5)
+    ctx = {"states": torch.randn(B, 1, 4, generator=g), "actions": torch.zeros(B, 0, 3)}
+    env = ImaginationEnv(wm, ctx, ImaginationConfig(num_envs=B, horizon=3))
+    _, s = env.reset()
+    cache = dima.reward_model.init_cache(B)
+    ended = torch.zeros(B, dtype=torch.bool)  # sticky terminations (the default rule)
+    for _ in range(3):
+        a = torch.rand(B, 3, generator=g) * 2 - 1
+        out = env.step(a)
+        with torch.inference_mode():
+            expected = ensemble.predict_next_state(s[:, None], a[:, None])
+            r, p = dima.reward_model.step(cache, dima.normalizer.normalize(s), a)
+        torch.testing.assert_close(out.state, expected, rtol=0, atol=0)
+        torch.testing.assert_close(out.termination_prob, p, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out.reward, torch.where(ended, 0.0, r), rtol=1e-6, atol=1e-6)
+        ended |= p > 0.5
+        s = out.state
+    with pytest.raises(ValueError, match="reward_model: expected the dynamics model's spec"):
+        other = MultiAgentSpec(("x",), (2,), (1,), state_dim=4)
+        ComposedWorldModel(
+            ensemble, DIMAWorldModel(other).reward_model, dima.decoder, dima.normalizer
+        )

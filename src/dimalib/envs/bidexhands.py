@@ -31,7 +31,7 @@ from NVIDIA; dimalib itself needs Python ≥ 3.10, so in practice ``MultiVecTask
 separate Python 3.8 process and reaches this adapter through a proxy object with the same
 methods. :func:`make_bidexhands` builds it in-process when that is possible and otherwise raises
 an ``ImportError`` saying what is missing. The adapter's logic is tested against
-:class:`dimalib.envs._fake_bidexhands.FakeMultiVecTaskPython`, a fake with the same interface.
+:class:`dimalib.testing.fake_bidexhands.FakeMultiVecTaskPython`, a fake with the same interface.
 """
 
 from __future__ import annotations

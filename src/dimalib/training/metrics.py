@@ -7,7 +7,6 @@ column per metric, timings last), against the env-step counter; TensorBoard even
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -15,6 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dimalib.utils.io import atomic_write_bytes
 
 __all__ = ["MetricsLogger"]
 
@@ -97,15 +98,7 @@ class MetricsLogger:
         writer.writeheader()
         for row in self._rows:
             writer.writerow({k: _format(v) for k, v in row.items()})
-        tmp = self.log_dir / f".metrics.csv.{os.getpid()}.tmp"  # open() applies the umask
-        try:
-            with tmp.open("w", newline="") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, self.csv_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(buf.getvalue().encode(), self.csv_path)
 
     def _start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,14 @@
 * :mod:`.ensemble` — the MBPO :class:`ProbabilisticEnsemble`, a non-diffusion dynamics baseline;
 * :mod:`.normalizer` — the running state statistics the models share;
 * :mod:`.aggregate` — :class:`DIMAWorldModel`, the three models behind one object;
+* :mod:`.composed` — :class:`ComposedWorldModel`: any dynamics model (e.g. the MBPO ensemble) with
+  a reward model and decoder, as one world model;
 * :mod:`.protocols` — :class:`DynamicsModel` and :class:`WorldModel`, what the rest of dimalib
   (imagination, evaluation) depends on.
 """
 
 from dimalib.world_model.aggregate import DIMAWorldModel, WorldModelConfig
+from dimalib.world_model.composed import ComposedWorldModel
 from dimalib.world_model.decoder import FSQStateDecoder, StateDecoderConfig
 from dimalib.world_model.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from dimalib.world_model.normalizer import RunningNormalizer
@@ -24,6 +27,7 @@ from dimalib.world_model.reward_termination import (
 )
 
 __all__ = [
+    "ComposedWorldModel",
     "DIMAWorldModel",
     "DynamicsModel",
     "EnsembleConfig",

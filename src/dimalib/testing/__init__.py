@@ -1,0 +1,6 @@
+"""Test doubles for what cannot run here (Isaac Gym), mirroring the real APIs exactly.
+
+* :mod:`dimalib.testing.fake_bidexhands` — ``FakeMultiVecTaskPython``, a FAKE of Bi-DexHands'
+  ``MultiVecTaskPython`` (same interface and data handling, made-up dynamics) so that the
+  Bi-DexHands adapter is tested without Isaac Gym. Never use it for results.
+"""
