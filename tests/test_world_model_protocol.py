@@ -307,3 +307,29 @@ def test_the_mbpo_ensemble_drives_imagination_through_a_composed_world_model() -
         ComposedWorldModel(
             ensemble, DIMAWorldModel(other).reward_model, dima.decoder, dima.normalizer
         )
+
+
+def test_autoreset_in_the_harl_view_restarts_within_the_same_step() -> None:
+    """HARL's same-step rule: the step that terminates a rollout returns its fresh start
+    observation (the last one in ``original_obs``) and the next step begins a new episode."""
+    from dimalib.imagination.adapters import HARLImaginationEnv
+
+    B, H = 2, 6
+    wm = ScriptedEpisodes(SPEC, [2, 99])
+    g = torch.Generator().manual_seed(0)
+    ctx = {"states": torch.randn(B, 2, 4, generator=g), "actions": torch.zeros(B, 1, 3)}
+    view = HARLImaginationEnv(
+        ImaginationEnv(wm, ctx, ImaginationConfig(num_envs=B, horizon=H, autoreset=True))
+    )
+    obs0, _, _ = view.reset()
+    rewards, dones = [], []
+    for _ in range(4):
+        obs, _share, rew, done, infos, _ = view.step(torch.zeros(B, 2, 2).numpy())
+        rewards.append(rew[:, 0, 0].tolist())
+        dones.append(done[:, 0].tolist())
+        if done[0, 0]:  # row 0 ended: the returned observation is its start again
+            assert (obs[0] == obs0[0]).all() and "original_obs" in infos[0][0]
+            assert "original_obs" not in infos[1][0]
+    # row 0: episodes of 2 steps back to back (rewards 1, 2 | 1, 2); row 1 runs on
+    assert rewards == [[1, 1], [2, 2], [1, 3], [2, 4]]
+    assert dones == [[False, False], [True, False], [False, False], [True, False]]

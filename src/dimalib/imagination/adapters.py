@@ -30,7 +30,9 @@ Gymnasium's ``NEXT_STEP`` contract for early terminations too. Without it:
   episode. The step after the horizon restarts every rollout.
 * HARL (same-step autoreset, as HARL's ``ShareDummyVecEnv``/``ShareSubprocVecEnv``): ``dones``
   stays True after a termination (a one-step terminal episode with reward 0 every step, value
-  target 0); at the horizon the rollouts restart within the same ``step``.
+  target 0); at the horizon the rollouts restart within the same ``step``. With
+  ``autoreset=True`` a terminated rollout restarts within the same ``step`` as well (its last
+  observation in ``infos[i][0]["original_obs"]``).
 
 Shared reward. The world model predicts one team reward; every agent receives it.
 """
@@ -511,6 +513,16 @@ class HARLImaginationEnv:
                 infos[i][0]["original_avail_actions"] = None
             new_obs, new_state = env.reset(self._source)
             obs, share_obs = self.pad_obs(new_obs), self._share(new_state)
+        elif env.config.autoreset:  # same-step restart of the rollouts that terminated
+            ended = out.terminated.tolist()
+            if any(ended):
+                last_obs, last_share = self._out(obs), self._out(share_obs)
+                for i in (i for i in range(n) if ended[i]):
+                    infos[i][0]["original_obs"] = last_obs[i]
+                    infos[i][0]["original_state"] = last_share[i]
+                    infos[i][0]["original_avail_actions"] = None
+                new_obs, new_state = env.restart(out.terminated)
+                obs, share_obs = self.pad_obs(new_obs), self._share(new_state)
         return (
             self._out(obs),
             self._out(share_obs),
