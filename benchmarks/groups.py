@@ -28,12 +28,8 @@ from dimalib.spec import MultiAgentSpec
 from dimalib.training.config import trainer_config
 from dimalib.world_model.dynamics import RevealSchedule, SamplerConfig, SequentialAgentDenoiser
 from dimalib.world_model.dynamics.optimal import LinearGaussianDenoiser
+from dimalib.world_model.dynamics.reveal import contiguous_groups
 from dimalib.world_model.dynamics.sampler import EulerSampler
-
-
-def _groups(n: int, g: int) -> tuple[tuple[int, ...], ...]:
-    size = n // g
-    return tuple(tuple(range(k * size, n if k == g - 1 else (k + 1) * size)) for k in range(g))
 
 
 def floors(n: int, windows: int) -> dict[str, tuple[float, int]]:
@@ -47,10 +43,10 @@ def floors(n: int, windows: int) -> dict[str, tuple[float, int]]:
     for g in (2, 4):
         if g < n:
             schedules[f"{g} groups, cumulative"] = RevealSchedule(
-                "cumulative", groups=_groups(n, g)
+                "cumulative", groups=contiguous_groups(n, g)
             )
             schedules[f"{g} groups, sequential"] = RevealSchedule(
-                "sequential", groups=_groups(n, g)
+                "sequential", groups=contiguous_groups(n, g)
             )
     out = {}
     for name, reveal in schedules.items():
@@ -113,8 +109,8 @@ def main() -> None:
     for n in args.time_agents:
         reveals = {
             "per agent, cumulative": RevealSchedule("cumulative"),
-            "2 groups, cumulative": RevealSchedule("cumulative", groups=_groups(n, 2)),
-            "4 groups, cumulative": RevealSchedule("cumulative", groups=_groups(n, 4)),
+            "2 groups, cumulative": RevealSchedule("cumulative", groups=contiguous_groups(n, 2)),
+            "4 groups, cumulative": RevealSchedule("cumulative", groups=contiguous_groups(n, 4)),
         }
         for name, ms in step_times(n, reveals, args.batch, args.repeats).items():
             steps = EulerSampler(SamplerConfig(reveal=reveals[name])).num_steps(n)

@@ -124,3 +124,14 @@ def test_grouped_cumulative_reaches_the_joint_floor_with_eight_agents() -> None:
     assert floors["joint"] < 0.01
     assert floors["grouped cumulative"] < 1.2 * floors["joint"]
     assert floors["grouped sequential"] > 10 * floors["joint"]
+
+
+def test_contiguous_groups() -> None:
+    from dimalib.world_model.dynamics.reveal import contiguous_groups
+
+    assert contiguous_groups(5, 2) == ((0, 1, 2), (3, 4))
+    assert contiguous_groups(4, 4) == ((0,), (1,), (2,), (3,))
+    groups = contiguous_groups(50, 3)
+    assert [len(g) for g in groups] == [17, 17, 16] and sum(groups, ()) == tuple(range(50))
+    with pytest.raises(ValueError, match="n_groups: expected at most n_agents=2"):
+        contiguous_groups(2, 3)

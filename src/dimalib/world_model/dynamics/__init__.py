@@ -7,7 +7,12 @@ from dimalib.world_model.dynamics.denoiser import (
     SequentialAgentDenoiser,
 )
 from dimalib.world_model.dynamics.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
-from dimalib.world_model.dynamics.reveal import REVEAL_KINDS, RevealKind, RevealSchedule
+from dimalib.world_model.dynamics.reveal import (
+    REVEAL_KINDS,
+    RevealKind,
+    RevealSchedule,
+    contiguous_groups,
+)
 from dimalib.world_model.dynamics.sampler import (
     EulerSampler,
     Order,
@@ -34,6 +39,7 @@ __all__ = [
     "SequentialAgentDenoiser",
     "UNet1D",
     "agent_schedule",
+    "contiguous_groups",
     "default_num_steps",
     "karras_sigmas",
 ]

@@ -59,6 +59,7 @@ from typing import Any, Literal
 
 import torch
 
+from dimalib.utils.checks import check_int
 from dimalib.utils.io import restore_fields
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "RevealSchedule",
     "agent_schedule",
     "check_order",
+    "contiguous_groups",
 ]
 
 Order = Literal["descending", "ascending", "random"] | Sequence[int | str]
@@ -188,6 +190,24 @@ def agent_schedule(
 
 RevealKind = Literal["sequential", "cumulative", "joint", "explicit"]
 REVEAL_KINDS: tuple[RevealKind, ...] = ("sequential", "cumulative", "joint", "explicit")
+
+
+def contiguous_groups(n_agents: int, n_groups: int) -> tuple[tuple[int, ...], ...]:
+    """``n_groups`` groups of consecutive agents, as equal as possible (the first ones one larger).
+
+    Examples:
+        >>> contiguous_groups(5, 2)
+        ((0, 1, 2), (3, 4))
+    """
+    check_int("n_agents", n_agents)
+    check_int("n_groups", n_groups)
+    if n_groups > n_agents:
+        raise ValueError(f"n_groups: expected at most n_agents={n_agents}, received {n_groups}")
+    base, extra = divmod(n_agents, n_groups)
+    bounds = [0]
+    for g in range(n_groups):
+        bounds.append(bounds[-1] + base + (1 if g < extra else 0))
+    return tuple(tuple(range(bounds[g], bounds[g + 1])) for g in range(n_groups))
 
 
 @dataclass(frozen=True)
