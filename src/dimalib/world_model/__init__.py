@@ -8,6 +8,7 @@
 * :mod:`.ensemble` — the MBPO :class:`ProbabilisticEnsemble`, a non-diffusion dynamics baseline;
 * :mod:`.normalizer` — the running state statistics the models share;
 * :mod:`.aggregate` — :class:`DIMAWorldModel`, the three models behind one object;
+* :mod:`.parts` — :class:`WorldModelParts`, the protocol's methods written once over the parts;
 * :mod:`.composed` — :class:`ComposedWorldModel`: any dynamics model (e.g. the MBPO ensemble) with
   a reward model and decoder, as one world model;
 * :mod:`.protocols` — :class:`DynamicsModel` and :class:`WorldModel`, what the rest of dimalib

@@ -29,10 +29,9 @@ from dimalib.world_model.dynamics.denoiser import (
     JointActionDenoiser,
     SequentialAgentDenoiser,
 )
-from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
 from dimalib.world_model.normalizer import RunningNormalizer
+from dimalib.world_model.parts import WorldModelParts
 from dimalib.world_model.reward_termination import (
-    KVCache,
     RewardTerminationConfig,
     RewardTerminationGPT,
 )
@@ -59,8 +58,12 @@ class WorldModelConfig:
             )
 
 
-class DIMAWorldModel(nn.Module):
+class DIMAWorldModel(WorldModelParts, nn.Module):
     """The world model of DIMA.
+
+    The :class:`~dimalib.world_model.protocols.WorldModel` methods (``predict_next_state``,
+    ``init_rollout``, ``predict_reward``, ``decode``, ...) come from
+    :class:`~dimalib.world_model.parts.WorldModelParts`.
 
     Attributes:
         dynamics: :class:`SequentialAgentDenoiser` (or :class:`JointActionDenoiser`).
@@ -95,30 +98,6 @@ class DIMAWorldModel(nn.Module):
         """The running state statistics shared by the three models."""
         return self.dynamics.normalizer
 
-    @property
-    def context(self) -> int:
-        """Number of past states the dynamics model conditions on (``L``)."""
-        return self.config.dynamics.context
-
-    @property
-    def device(self) -> torch.device:
-        """Where the parameters live."""
-        return self.reward_model.pos_emb.device
-
-    @property
-    def max_rollout_steps(self) -> int:
-        """Steps the reward model's KV cache holds (``RewardTerminationConfig.max_steps``)."""
-        return self.config.reward.max_steps
-
-    @property
-    def state_std(self) -> torch.Tensor:
-        """``(S,)`` the running state standard deviation (environment units)."""
-        return self.normalizer.std
-
-    def normalize_state(self, state: torch.Tensor) -> torch.Tensor:
-        """``[..., S]`` environment units → zero mean, unit variance (running statistics)."""
-        return self.normalizer.normalize(state)
-
     @torch.no_grad()
     def update_normalizer(self, states: torch.Tensor) -> None:
         """Merge new real states ``[..., S]`` into the running statistics."""
@@ -151,55 +130,6 @@ class DIMAWorldModel(nn.Module):
         _require(batch, ("state", "obs"))
         state = check_tensor("batch['state']", batch["state"], (None, self.spec.state_dim))
         return self.decoder.loss(self.normalize_state(state), batch["obs"])
-
-    # ------------------------------------------------------------ inference
-    def predict_next_state(
-        self,
-        states: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        order: Order | None = None,
-        reveal: RevealSchedule | None = None,
-        generator: torch.Generator | None = None,
-        check_inputs: bool = True,
-    ) -> torch.Tensor:
-        """``s_{t+1} [B, S]`` from ``states [B, L, S]`` and ``actions [B, L, A]`` (environment
-        units): the dynamics model's :meth:`~dimalib.world_model.dynamics.denoiser.SequentialAgentDenoiser.predict_next_state`."""
-        return self.dynamics.predict_next_state(
-            states,
-            actions,
-            mask,
-            order=order,
-            reveal=reveal,
-            generator=generator,
-            check_inputs=check_inputs,
-        )
-
-    def init_rollout(self, batch_size: int) -> KVCache:
-        """An empty KV cache of the reward model for ``batch_size`` rollouts."""
-        return self.reward_model.init_cache(batch_size, device=self.device)
-
-    def predict_reward(
-        self,
-        cache: KVCache,
-        state: torch.Tensor,
-        action: torch.Tensor,
-        *,
-        check_inputs: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``(s_t [B, S], a_t [B, A])`` (environment units) to ``cache``; return
-        ``(r_t [B], termination probability [B])``. The state is normalised here."""
-        return self.reward_model.step(
-            cache, self.normalize_state(state), action, check_inputs=check_inputs
-        )
-
-    def decode(self, state: torch.Tensor, *, check_inputs: bool = True) -> torch.Tensor:
-        """Joint observation ``[..., O]`` of global states ``[..., S]`` (environment units).
-
-        ``check_inputs=False`` skips the NaN/inf scan (a host sync), for hot loops.
-        """
-        return self.decoder.decode_joint(self.normalize_state(state), check_inputs=check_inputs)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str], **extra: Any) -> Path:

@@ -9,19 +9,16 @@ dynamics with DIMA's reward model and decoder). Environment units throughout, as
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from dimalib.world_model.decoder import FSQStateDecoder
 from dimalib.world_model.normalizer import RunningNormalizer
+from dimalib.world_model.parts import WorldModelParts
 from dimalib.world_model.protocols import DynamicsModel
-from dimalib.world_model.reward_termination import KVCache, RewardTerminationGPT
+from dimalib.world_model.reward_termination import RewardTerminationGPT
 
 __all__ = ["ComposedWorldModel"]
 
 
-class ComposedWorldModel:
+class ComposedWorldModel(WorldModelParts):
     """Dynamics, reward/termination and decoder models as one world model.
 
     Args:
@@ -55,69 +52,13 @@ class ComposedWorldModel:
             )
         self.spec = dynamics.spec
         self.dynamics, self.reward_model, self.decoder = dynamics, reward_model, decoder
-        self.normalizer = normalizer
+        self._normalizer = normalizer
 
     @property
-    def context(self) -> int:
-        return self.dynamics.context
-
-    @property
-    def max_rollout_steps(self) -> int:
-        return self.reward_model.config.max_steps
-
-    @property
-    def device(self) -> torch.device:
-        return self.reward_model.pos_emb.device
-
-    @property
-    def state_std(self) -> torch.Tensor:
-        return self.normalizer.std
+    def normalizer(self) -> RunningNormalizer:
+        return self._normalizer
 
     def eval(self) -> ComposedWorldModel:
         for part in (self.dynamics, self.reward_model, self.decoder):
             part.eval()
         return self
-
-    def predict_next_state(
-        self,
-        states: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        order: Any = None,
-        reveal: Any = None,
-        generator: torch.Generator | None = None,
-        check_inputs: bool = True,
-    ) -> torch.Tensor:
-        """``s_{t+1} [B, S]`` from the dynamics model (``states [B, L, S]``, ``actions [B, L, A]``)."""
-        return self.dynamics.predict_next_state(
-            states,
-            actions,
-            mask,
-            order=order,
-            reveal=reveal,
-            generator=generator,
-            check_inputs=check_inputs,
-        )
-
-    def init_rollout(self, batch_size: int) -> KVCache:
-        return self.reward_model.init_cache(batch_size, device=self.device)
-
-    def predict_reward(
-        self,
-        cache: KVCache,
-        state: torch.Tensor,
-        action: torch.Tensor,
-        *,
-        check_inputs: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(r_t [B], termination probability [B])`` of ``(s_t [B, S], a_t [B, A])``."""
-        return self.reward_model.step(
-            cache, self.normalizer.normalize(state), action, check_inputs=check_inputs
-        )
-
-    def decode(self, state: torch.Tensor, *, check_inputs: bool = True) -> torch.Tensor:
-        """``[..., S]`` states → ``[..., O]`` joint observations."""
-        return self.decoder.decode_joint(
-            self.normalizer.normalize(state), check_inputs=check_inputs
-        )

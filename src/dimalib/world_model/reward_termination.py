@@ -460,12 +460,13 @@ class RewardTerminationGPT(nn.Module):
         key_pos = torch.arange(start + t2, device=device)  # (Tk,)
         query_pos = key_pos[start:]  # (2T,)
         # None: plain causal self-attention (SDPA's is_causal); the cached path needs a mask
-        causal = start == 0 and cache is None
+        causal = start == 0 and cache is None and row_start is None
         mask_all = None if causal else key_pos[None, :] <= query_pos[:, None]  # (2T, Tk)
         mask_act = key_pos[None, :] <= query_pos[1::2, None]  # (T, Tk)
         if row_start is not None:  # a restarted row sees only its own steps
             own = key_pos[None, None, :] >= 2 * row_start[:, None, None]  # (B, 1, Tk)
-            mask_all = (key_pos[None, :] <= query_pos[:, None]) & own  # (B, 2T, Tk)
+            assert mask_all is not None  # not the plain causal case
+            mask_all = mask_all & own  # (B, 2T, Tk)
             mask_act = mask_act & own  # (B, T, Tk)
         last = len(self.blocks) - 1
         with self._autocast(device, enabled=True):

@@ -52,6 +52,7 @@ Training draws (:meth:`RevealSchedule.training_masks`), consistent with each kin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,6 +193,45 @@ RevealKind = Literal["sequential", "cumulative", "joint", "explicit"]
 REVEAL_KINDS: tuple[RevealKind, ...] = ("sequential", "cumulative", "joint", "explicit")
 
 
+def _agent_sets(
+    name: str, value: Any, expected: str, where: str
+) -> tuple[tuple[int | str, ...], ...]:
+    """``value`` as a tuple of non-empty tuples of agents, else ``ValueError`` naming ``name``."""
+    if value is None or isinstance(value, str) or len(value) == 0:
+        raise ValueError(f"{name}: expected {expected}, received {value!r}")
+    out = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, (str, int)) or len(entry) == 0:
+            raise ValueError(
+                f"{name}: expected a non-empty sequence of agents {where} {i}, received {entry!r}"
+            )
+        out.append(tuple(entry))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _membership(
+    groups: tuple[tuple[int | str, ...], ...], n_agents: int, agent_names: tuple[str, ...] | None
+) -> torch.Tensor:
+    """``[G, n]`` bool membership of a partition, checked; built once per (groups, team): the
+    training draws ask for it at every update. Callers must not modify the returned tensor."""
+    owner: dict[int, int] = {}
+    for g, members in enumerate(groups):
+        for entry in members:
+            j = _resolve_agent(entry, agent_names, n_agents, argument="groups")
+            if j in owner:
+                raise ValueError(f"groups: agent {entry!r} is in more than one group")
+            owner[j] = g
+    missing = [j for j in range(n_agents) if j not in owner]
+    if missing:
+        raise ValueError(
+            f"groups: expected every agent in one group, agent(s) {missing} are in none"
+        )
+    out = torch.zeros(len(groups), n_agents, dtype=torch.bool)
+    out[list(owner.values()), list(owner.keys())] = True
+    return out
+
+
 def contiguous_groups(n_agents: int, n_groups: int) -> tuple[tuple[int, ...], ...]:
     """``n_groups`` groups of consecutive agents, as equal as possible (the first ones one larger).
 
@@ -248,20 +288,10 @@ class RevealSchedule:
 
     def __post_init__(self) -> None:
         if self.groups is not None:
-            if isinstance(self.groups, str) or len(self.groups) == 0:
-                raise ValueError(
-                    f"groups: expected a non-empty sequence of agent groups, received "
-                    f"{self.groups!r}"
-                )
-            groups = []
-            for i, g in enumerate(self.groups):
-                if isinstance(g, (str, int)) or len(g) == 0:
-                    raise ValueError(
-                        f"groups: expected a non-empty sequence of agents for group {i}, "
-                        f"received {g!r}"
-                    )
-                groups.append(tuple(g))
-            object.__setattr__(self, "groups", tuple(groups))
+            groups = _agent_sets(
+                "groups", self.groups, "a non-empty sequence of agent groups", "for group"
+            )
+            object.__setattr__(self, "groups", groups)
         if self.kind not in REVEAL_KINDS:
             raise ValueError(f"kind: expected one of {list(REVEAL_KINDS)}, received {self.kind!r}")
         if self.kind != "cumulative" and (
@@ -287,20 +317,8 @@ class RevealSchedule:
                 f"train_sizes: expected 'matched' or 'uniform', received {self.train_sizes!r}"
             )
         if self.kind == "explicit":
-            if self.sets is None or isinstance(self.sets, str) or len(self.sets) == 0:
-                raise ValueError(
-                    f"sets: expected one set of agents per denoising step with kind='explicit', "
-                    f"received {self.sets!r}"
-                )
-            sets = []
-            for i, entry in enumerate(self.sets):
-                if isinstance(entry, (str, int)) or len(entry) == 0:
-                    raise ValueError(
-                        f"sets: expected a non-empty sequence of agents at step {i}, "
-                        f"received {entry!r}"
-                    )
-                sets.append(tuple(entry))
-            object.__setattr__(self, "sets", tuple(sets))
+            what = "one set of agents per denoising step with kind='explicit'"
+            object.__setattr__(self, "sets", _agent_sets("sets", self.sets, what, "at step"))
         elif self.sets is not None:
             raise ValueError(f"sets: only for kind='explicit', received kind {self.kind!r}")
 
@@ -322,19 +340,8 @@ class RevealSchedule:
         a partition of the ``n`` agents); the identity without groups."""
         if self.groups is None:
             return torch.eye(n_agents, dtype=torch.bool, device=device)
-        out = torch.zeros(len(self.groups), n_agents, dtype=torch.bool)
-        for g, members in enumerate(self.groups):
-            for entry in members:
-                j = _resolve_agent(entry, agent_names, n_agents, argument="groups")
-                if out[:, j].any():
-                    raise ValueError(f"groups: agent {entry!r} is in more than one group")
-                out[g, j] = True
-        missing = (~out.any(dim=0)).nonzero().flatten().tolist()
-        if missing:
-            raise ValueError(
-                f"groups: expected every agent in one group, agent(s) {missing} are in none"
-            )
-        return out.to(device)
+        names = None if agent_names is None else tuple(agent_names)
+        return _membership(self.groups, n_agents, names).to(device)
 
     def _per_unit(self) -> RevealSchedule:
         return dataclasses.replace(self, groups=None)
