@@ -207,6 +207,8 @@ def _first_steps(
         order = sampler.config.order
     if order == "random":
         return [None] * n
+    if reveal is not None:
+        reveal = reveal.for_team(model.spec)
     masks = sampler.schedule(n, 1, order=order, reveal=reveal, agent_names=model.spec.agent_names)
     first = masks[0].int().argmax(dim=0)  # (n,) the first step that reveals each agent
     return [int(f) for f in first]

@@ -8,12 +8,20 @@ Layout conventions used throughout dimalib:
   size are zero; :meth:`MultiAgentSpec.action_mask` says which entries are real.
 
 Agents may have different observation and action sizes.
+
+**Agent groups** (``groups``) name sets of agents that models may treat as one unit: a reveal
+schedule over groups (``RevealSchedule(groups="spec")``) reveals a whole group per denoising step,
+and agents of a group with equal action sizes may share one action encoder
+(``DenoiserConfig.share_action_encoder``). The default is one group per agent, named after it.
+Groups describe how models treat the team, not the data layout: specs that differ only in their
+groups compare equal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +29,10 @@ import torch
 
 from dimalib.utils.checks import check_int, check_tensor
 
-__all__ = ["MultiAgentSpec"]
+__all__ = ["AgentGroups", "MultiAgentSpec"]
+
+AgentGroups = Mapping[str, Sequence[int | str]] | Sequence[tuple[str, Sequence[int | str]]]
+"""Named agent groups: ``{"group name": (agent names or indices, ...)}`` or the same as pairs."""
 
 
 def _pad_layout(dims: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -51,6 +62,59 @@ def _as_float_tuple(name: str, value: float | Sequence[float], size: int) -> tup
     return out
 
 
+def _normalise_groups(
+    groups: object, names: tuple[str, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``groups`` as ``((group name, (agent name, ...)), ...)``, checked to be a partition."""
+    if groups is None:
+        return tuple((name, (name,)) for name in names)
+    expected = "a mapping {group name: agents} or (name, agents) pairs"
+    if isinstance(groups, Mapping):
+        pairs = list(groups.items())
+    elif isinstance(groups, Sequence) and not isinstance(groups, str):
+        pairs = list(groups)
+        if not all(
+            isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 for p in pairs
+        ):
+            raise ValueError(f"groups: expected {expected}, received {groups!r}")
+    else:
+        raise ValueError(f"groups: expected {expected}, received {type(groups).__name__}")
+    if not pairs:
+        raise ValueError("groups: expected at least one group, received none")
+    out, seen = [], set()
+    group_names = [p[0] for p in pairs]
+    if any(not isinstance(g, str) or not g for g in group_names):
+        raise ValueError(f"groups: expected non-empty string group names, received {group_names!r}")
+    if len(set(group_names)) != len(group_names):
+        raise ValueError(f"groups: expected unique group names, received {group_names!r}")
+    for gname, members in pairs:
+        if isinstance(members, str) or not isinstance(members, Sequence) or not members:
+            raise ValueError(
+                f"groups: expected a non-empty sequence of agents for group {gname!r}, "
+                f"received {members!r}"
+            )
+        resolved = []
+        for m in members:
+            if isinstance(m, str) and m in names:
+                agent = m
+            elif isinstance(m, int) and not isinstance(m, bool) and 0 <= m < len(names):
+                agent = names[m]
+            else:
+                raise ValueError(
+                    f"groups: unknown agent {m!r} in group {gname!r}; expected one of "
+                    f"{list(names)} or an index in 0..{len(names) - 1}"
+                )
+            if agent in seen:
+                raise ValueError(f"groups: agent {agent!r} is in more than one group")
+            seen.add(agent)
+            resolved.append(agent)
+        out.append((gname, tuple(resolved)))
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise ValueError(f"groups: expected every agent in one group, {missing} are in none")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class MultiAgentSpec:
     """Names and sizes of the agents, the global state size and the action bounds.
@@ -62,11 +126,16 @@ class MultiAgentSpec:
         state_dim: size of the global state ``s_t``.
         action_low: lower action bound, a scalar or one value per joint-action entry.
         action_high: upper action bound, a scalar or one value per joint-action entry.
+        groups: named agent groups, a partition of the team (``{"legs": ("a", "b"), ...}``, agents
+            by name or index); default one group per agent, named after it. Not part of equality.
 
     Examples:
         >>> spec = MultiAgentSpec(("a", "b"), obs_dims=(4, 6), action_dims=(2, 3), state_dim=8)
         >>> spec.joint_action_dim, spec.max_action_dim
         (5, 3)
+        >>> team = MultiAgentSpec(("a", "b", "c"), (1, 1, 1), (1, 1, 1), 3, groups={"x": ("a", "c"), "y": ("b",)})
+        >>> team.group_names, team.group_members, team.group_of
+        (('x', 'y'), ((0, 2), (1,)), (0, 1, 0))
     """
 
     agent_names: tuple[str, ...]
@@ -75,6 +144,9 @@ class MultiAgentSpec:
     state_dim: int
     action_low: tuple[float, ...] | float = -1.0
     action_high: tuple[float, ...] | float = 1.0
+    groups: Any = field(
+        default=None, compare=False
+    )  # AgentGroups | None in, normalised pairs after
     _pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
     _obs_pad_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
@@ -114,9 +186,16 @@ class MultiAgentSpec:
             )
         object.__setattr__(self, "action_low", low)
         object.__setattr__(self, "action_high", high)
+        object.__setattr__(self, "groups", _normalise_groups(self.groups, names))
         # flat joint index of every padded slot (0 for padding slots, masked later)
         object.__setattr__(self, "_pad_index", _pad_layout(self.action_dims))
         object.__setattr__(self, "_obs_pad_index", _pad_layout(self.obs_dims))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # specs pickled before ``groups`` existed: one group per agent
+        state = dict(state)
+        state["groups"] = _normalise_groups(state.get("groups"), tuple(state["agent_names"]))
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -143,6 +222,53 @@ class MultiAgentSpec:
     def is_homogeneous(self) -> bool:
         """True when every agent has the same observation and action sizes."""
         return len(set(self.action_dims)) == 1 and len(set(self.obs_dims)) == 1
+
+    # ----------------------------------------------------------------- groups
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """The groups' names, in group order."""
+        return tuple(name for name, _ in self.groups)
+
+    @property
+    def group_members(self) -> tuple[tuple[int, ...], ...]:
+        """Agent indices of each group (ascending), in group order: a partition of the agents."""
+        return tuple(
+            tuple(sorted(self.agent_names.index(a) for a in members)) for _, members in self.groups
+        )
+
+    @property
+    def group_of(self) -> tuple[int, ...]:
+        """The group index of every agent, in agent order."""
+        out = [0] * self.n_agents
+        for g, members in enumerate(self.group_members):
+            for i in members:
+                out[i] = g
+        return tuple(out)
+
+    @property
+    def has_groups(self) -> bool:
+        """True when some group holds more than one agent (the default is one per agent)."""
+        return self.n_groups < self.n_agents
+
+    def with_groups(self, groups: AgentGroups | int | None) -> MultiAgentSpec:
+        """The same team with other groups: named groups, ``k`` (an int: ``k`` groups of
+        consecutive agents, as equal as possible, the first ones one larger, named ``"group0"``,
+        ...), or None (one group per agent)."""
+        if isinstance(groups, int) and not isinstance(groups, bool):
+            k = check_int("groups", groups)
+            if k > self.n_agents:
+                raise ValueError(f"groups: expected at most n_agents={self.n_agents}, received {k}")
+            base, extra = divmod(self.n_agents, k)
+            sizes = [base + (g < extra) for g in range(k)]
+            starts = [sum(sizes[:g]) for g in range(k)]
+            groups = {
+                f"group{g}": self.agent_names[starts[g] : starts[g] + sizes[g]] for g in range(k)
+            }
+        return dataclasses.replace(self, groups=groups)
 
     @staticmethod
     def _slices(dims: tuple[int, ...]) -> tuple[slice, ...]:
@@ -249,6 +375,7 @@ class MultiAgentSpec:
             state_dim=self.state_dim,
             action_low=tuple(v for part in low for v in part),
             action_high=tuple(v for part in high for v in part),
+            groups=self.groups,  # by agent name: each group keeps its agents
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +391,7 @@ class MultiAgentSpec:
             "action_high": list(self.action_high)
             if isinstance(self.action_high, tuple)
             else self.action_high,
+            "groups": [[name, list(members)] for name, members in self.groups],
         }
 
     @classmethod
@@ -276,4 +404,5 @@ class MultiAgentSpec:
             state_dim=int(data["state_dim"]),
             action_low=tuple(data["action_low"]),
             action_high=tuple(data["action_high"]),
+            groups=[(name, tuple(m)) for name, m in data["groups"]] if "groups" in data else None,
         )

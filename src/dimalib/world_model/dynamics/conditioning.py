@@ -1,7 +1,8 @@
 """Action conditioning: per-agent action tokens, pooled into the denoiser's condition vector.
 
 Every agent ``i`` has its own linear action encoder (so agents may have different action sizes),
-a learned agent-id embedding and the token of step ``j`` of the context gets a learned time-slot
+or, with ``share_groups``, the agents of a group whose action sizes match share one (the number of
+encoder weights then follows the number of groups, issue "scale"); a learned agent-id embedding and the token of step ``j`` of the context gets a learned time-slot
 embedding. A shared MLP turns each sum into a token; the valid tokens are averaged (a DeepSets
 pool, invariant to the agents' labels) and projected to the condition width.
 
@@ -33,6 +34,32 @@ class ActionContext(NamedTuple):
     current: torch.Tensor  # (B, n, D) each agent's token at the current step
 
 
+def _encoder_slots(
+    action_dims: Sequence[int], share_groups: Sequence[Sequence[int]] | None
+) -> list[int]:
+    """The encoder index of every agent: shared within a group of equal action sizes."""
+    n = len(action_dims)
+    if share_groups is None:
+        return list(range(n))
+    slots = [-1] * n
+    members = [list(g) for g in share_groups]
+    if sorted(i for g in members for i in g) != list(range(n)):
+        raise ValueError(
+            f"share_groups: expected a partition of the agents 0..{n - 1}, received {share_groups!r}"
+        )
+    next_slot = 0
+    for group in sorted(members, key=min):  # slots in agent order
+        if len({action_dims[i] for i in group}) == 1:
+            for i in group:
+                slots[i] = next_slot
+            next_slot += 1
+        else:
+            for i in group:
+                slots[i] = next_slot
+                next_slot += 1
+    return slots
+
+
 class AgentActionEncoder(nn.Module):
     """Joint-action history ``[B, L, A]`` (+ revealed agents) → condition ``[B, out_dim]``.
 
@@ -41,9 +68,13 @@ class AgentActionEncoder(nn.Module):
         context: number of steps ``L`` in the action history (the last one is the current step).
         token_dim: width of a per-agent action token.
         out_dim: width of the condition vector (Table 3: 256).
+        share_groups: a partition of the agents (index tuples); the agents of a group with equal
+            action sizes share one linear encoder (a group with mixed sizes keeps one per agent).
+            None: one encoder per agent (DIMA). Agents stay distinguishable by their id embedding.
     """
 
     pad_index: torch.Tensor
+    slot_index: torch.Tensor
     pad_mask: torch.Tensor
     action_low: torch.Tensor
     action_high: torch.Tensor
@@ -54,17 +85,23 @@ class AgentActionEncoder(nn.Module):
         context: int,
         token_dim: int = 128,
         out_dim: int = 256,
+        share_groups: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.context = context
         n, m = spec.n_agents, spec.max_action_dim
-        # Per-agent linear maps stored padded: agent i uses rows 0..action_dims[i]-1 of weight[i].
-        weight = torch.zeros(n, m, token_dim)
-        for i, d in enumerate(spec.action_dims):
-            bound = 1 / math.sqrt(d)  # nn.Linear's default init, per agent
-            weight[i, :d].uniform_(-bound, bound)
+        slots = _encoder_slots(spec.action_dims, share_groups)  # agent -> its encoder
+        self.shared = share_groups is not None and len(set(slots)) < n
+        n_slots = max(slots) + 1
+        dims = [spec.action_dims[slots.index(k)] for k in range(n_slots)]
+        # Linear maps stored padded: agent i uses rows 0..action_dims[i]-1 of weight[slot(i)].
+        weight = torch.zeros(n_slots, m, token_dim)
+        for k, d in enumerate(dims):
+            bound = 1 / math.sqrt(d)  # nn.Linear's default init, per encoder
+            weight[k, :d].uniform_(-bound, bound)
         self.weight = nn.Parameter(weight)
+        self.register_buffer("slot_index", torch.tensor(slots), persistent=False)
         self.agent_embedding = nn.Parameter(torch.randn(n, token_dim) * 0.02)
         self.time_embedding = nn.Parameter(torch.randn(context, token_dim) * 0.02)
         self.token_mlp = nn.Sequential(
@@ -81,7 +118,8 @@ class AgentActionEncoder(nn.Module):
         """``[B, L, A]`` raw joint actions → ``[B, L, n, D]`` tokens."""
         scaled = 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1
         padded = scaled[..., self.pad_index] * self.pad_mask  # (B, L, n, m)
-        h = torch.einsum("blnm,nmd->blnd", padded, self.weight)
+        weight = self.weight[self.slot_index] if self.shared else self.weight  # (n, m, D)
+        h = torch.einsum("blnm,nmd->blnd", padded, weight)
         h = h + self.agent_embedding + self.time_embedding[:, None, :]  # (B, L, n, D)
         return self.token_mlp(h)
 
@@ -118,7 +156,10 @@ class AgentActionEncoder(nn.Module):
     def permute_agents_(self, order: Sequence[int], spec: MultiAgentSpec) -> None:
         """Relabel agents in place: new agent ``j`` is old agent ``order[j]`` (``spec`` is the new one)."""
         idx = torch.as_tensor(list(order), device=self.weight.device)
-        self.weight.copy_(self.weight[idx])
+        if self.shared:
+            self.slot_index.copy_(self.slot_index[idx])
+        else:
+            self.weight.copy_(self.weight[idx])
         self.agent_embedding.copy_(self.agent_embedding[idx])
         self.spec = spec
         low, high = spec.action_bounds(device=self.weight.device)

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import nn
 
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_keys, check_tensor
+from dimalib.utils.io import restore_fields
 from dimalib.world_model.dynamics.conditioning import ActionContext, AgentActionEncoder
 from dimalib.world_model.dynamics.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
 from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
@@ -50,10 +52,16 @@ class DenoiserConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # Table 4; reveal schedule
     update_normalizer: bool = True  # loss() in train mode updates the running state statistics
     normalizer_min_std: float = 1e-2
+    # dimalib (issue "scale"): agents revealed together (the reveal schedule's groups, else the
+    # spec's groups) with equal action sizes share one linear action encoder; off in the paper
+    share_action_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.context < 1:
             raise ValueError(f"context: expected >= 1, received {self.context}")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_fields(self, state)  # configs pickled before share_action_encoder: False
 
 
 class _Denoiser(nn.Module):
@@ -62,12 +70,23 @@ class _Denoiser(nn.Module):
     def __init__(self, spec: MultiAgentSpec, config: DenoiserConfig | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.config = config = config or DenoiserConfig()
+        config = config or DenoiserConfig()
+        # groups="spec" becomes this team's groups, so the saved config names them explicitly
+        reveal = config.sampler.reveal.for_team(spec)
+        if reveal is not config.sampler.reveal:
+            config = dataclasses.replace(
+                config, sampler=dataclasses.replace(config.sampler, reveal=reveal)
+            )
+        self.config = config
         self.edm = EDMPreconditioner(config.edm)
         self.sampler = EulerSampler(config.sampler)
         self.normalizer = RunningNormalizer(spec.state_dim, min_std=config.normalizer_min_std)
         self.action_encoder = AgentActionEncoder(
-            spec, config.context, config.action_token_dim, config.cond_dim
+            spec,
+            config.context,
+            config.action_token_dim,
+            config.cond_dim,
+            share_groups=self._encoder_groups(spec, config),
         )
         self.noise_embedding = nn.Sequential(
             FourierFeatures(config.cond_dim),
@@ -79,6 +98,19 @@ class _Denoiser(nn.Module):
         self.unet = UNet1D(
             spec.state_dim + 1, spec.state_dim, config.cond_dim, config.depths, config.channels
         )
+
+    @staticmethod
+    def _encoder_groups(
+        spec: MultiAgentSpec, config: DenoiserConfig
+    ) -> tuple[tuple[int, ...], ...] | None:
+        """The agent groups that share an action encoder (None: one encoder per agent)."""
+        if not config.share_action_encoder:
+            return None
+        reveal = config.sampler.reveal
+        if reveal.groups is None:
+            return spec.group_members
+        member = reveal.membership(spec.n_agents, spec.agent_names)  # (G, n)
+        return tuple(tuple(int(j) for j in row.nonzero().flatten()) for row in member)
 
     @property
     def context(self) -> int:
@@ -295,7 +327,7 @@ class _Denoiser(nn.Module):
             (states.shape[0], self.spec.state_dim),
             self.spec.n_agents,
             order=order,
-            reveal=reveal,
+            reveal=None if reveal is None else reveal.for_team(self.spec),
             agent_names=self.spec.agent_names,
             generator=generator,
             device=states.device,

@@ -20,6 +20,7 @@ schedule (:meth:`LinearGaussianDenoiser.predict_next_state`), with no training n
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import torch
@@ -93,7 +94,10 @@ class LinearGaussianDenoiser:
         ):
             check_tensor(name, value, shape, floating=True, finite=True)
         self.spec = spec
-        self.sampler = EulerSampler(sampler)
+        sampler = sampler or SamplerConfig()
+        self.sampler = EulerSampler(
+            dataclasses.replace(sampler, reveal=sampler.reveal.for_team(spec))
+        )
         self.sigma_data = sigma_data
         self._context = context
         f64 = torch.float64
@@ -208,7 +212,7 @@ class LinearGaussianDenoiser:
             (states.shape[0], S),
             self.spec.n_agents,
             order=order,
-            reveal=reveal,
+            reveal=None if reveal is None else reveal.for_team(self.spec),
             agent_names=self.spec.agent_names,
             generator=generator,
             device=states.device,

@@ -60,6 +60,7 @@ from typing import Any, Literal
 
 import torch
 
+from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_int
 from dimalib.utils.io import restore_fields
 
@@ -197,7 +198,7 @@ def _agent_sets(
     name: str, value: Any, expected: str, where: str
 ) -> tuple[tuple[int | str, ...], ...]:
     """``value`` as a tuple of non-empty tuples of agents, else ``ValueError`` naming ``name``."""
-    if value is None or isinstance(value, str) or len(value) == 0:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
         raise ValueError(f"{name}: expected {expected}, received {value!r}")
     out = []
     for i, entry in enumerate(value):
@@ -269,7 +270,10 @@ class RevealSchedule:
             training draws unions of whole groups — and the sampler's default number of
             denoising steps follows the number of groups (``default_num_steps(G)``), so the
             cost of an imagined step no longer grows with the number of agents (issue "scale";
-            the paper's §6 names grouping as future work). None: one group per agent.
+            the paper's §6 names grouping as future work). An int ``k``: ``k`` groups of
+            consecutive agents (:func:`contiguous_groups`). ``"spec"``: the team's named groups
+            (``MultiAgentSpec.groups``), taken when the schedule meets its team
+            (:meth:`for_team`; the denoisers do it). None: one group per agent.
 
     Examples:
         >>> RevealSchedule("cumulative").masks(2, torch.tensor([5.0, 0.84, 0.08, 0.002, 0.0]))
@@ -284,10 +288,18 @@ class RevealSchedule:
     reveal_all_sigma: float | None = None
     sets: tuple[tuple[int | str, ...], ...] | None = None
     train_sizes: Literal["matched", "uniform"] = "matched"
-    groups: tuple[tuple[int | str, ...], ...] | None = None
+    groups: tuple[tuple[int | str, ...], ...] | int | Literal["spec"] | None = None
 
     def __post_init__(self) -> None:
-        if self.groups is not None:
+        if isinstance(self.groups, str):
+            if self.groups != "spec":
+                raise ValueError(
+                    f"groups: expected a partition of the agents, a number of groups, 'spec' or "
+                    f"None, received {self.groups!r}"
+                )
+        elif isinstance(self.groups, int) and not isinstance(self.groups, bool):
+            check_int("groups", self.groups, what="a positive number of groups")
+        elif self.groups is not None:
             groups = _agent_sets(
                 "groups", self.groups, "a non-empty sequence of agent groups", "for group"
             )
@@ -326,9 +338,32 @@ class RevealSchedule:
         restore_fields(self, state)  # schedules pickled before ``groups`` existed: None
 
     # ---------------------------------------------------------------- groups
+    def for_team(self, spec: MultiAgentSpec) -> RevealSchedule:
+        """This schedule with ``groups="spec"`` replaced by the team's groups (None when the
+        team has one group per agent); any other schedule unchanged."""
+        if self.groups != "spec":
+            return self
+        return dataclasses.replace(self, groups=spec.group_members if spec.has_groups else None)
+
+    def partition(self, n_agents: int) -> tuple[tuple[int | str, ...], ...] | None:
+        """The groups as agent sets for a team of ``n_agents`` (None: one group per agent)."""
+        if self.groups == "spec":
+            raise ValueError(
+                "groups: 'spec' names the team's groups; resolve the schedule against the team "
+                "first with RevealSchedule.for_team(spec) (the denoisers do it)"
+            )
+        if isinstance(self.groups, int):
+            if self.groups > n_agents:
+                raise ValueError(
+                    f"groups: expected at most n_agents={n_agents} groups, received {self.groups}"
+                )
+            return contiguous_groups(n_agents, self.groups)
+        return self.groups
+
     def units(self, n_agents: int) -> int:
         """How many units the schedule reveals: the number of groups, else ``n_agents``."""
-        return n_agents if self.groups is None else len(self.groups)
+        groups = self.partition(n_agents)
+        return n_agents if groups is None else len(groups)
 
     def membership(
         self,
@@ -338,10 +373,11 @@ class RevealSchedule:
     ) -> torch.Tensor:
         """``[G, n]`` bool, ``True`` where agent ``j`` belongs to group ``g`` (``groups`` must be
         a partition of the ``n`` agents); the identity without groups."""
-        if self.groups is None:
+        groups = self.partition(n_agents)
+        if groups is None:
             return torch.eye(n_agents, dtype=torch.bool, device=device)
         names = None if agent_names is None else tuple(agent_names)
-        return _membership(self.groups, n_agents, names).to(device)
+        return _membership(groups, n_agents, names).to(device)
 
     def _per_unit(self) -> RevealSchedule:
         return dataclasses.replace(self, groups=None)
@@ -400,7 +436,7 @@ class RevealSchedule:
         if self.groups is not None:
             member = self.membership(n_agents, agent_names, device)  # (G, n)
             unit = self._per_unit().masks(
-                len(self.groups),
+                self.units(n_agents),
                 sigmas,
                 order=order,
                 batch_size=batch_size,
@@ -519,7 +555,7 @@ class RevealSchedule:
         if self.groups is not None:
             member = self.membership(n_agents, agent_names, device)  # (G, n)
             unit = self._per_unit().training_masks(
-                len(self.groups), sigma, sampler_sigmas, generator=generator
+                self.units(n_agents), sigma, sampler_sigmas, generator=generator
             )  # (B, G)
             return (unit[:, :, None] & member).any(dim=1)  # (B, n): unions of whole groups
         if self.kind == "joint":
