@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 
 from dimalib.spec import MultiAgentSpec
 from dimalib.training.distributed import distributed_trainer, rank_config
+from dimalib.training.trainer import Trainer
 from dimalib.training.world_model_trainer import WorldModelTrainer, WorldModelTrainingConfig
 from dimalib.world_model import DIMAWorldModel, WorldModelConfig
 from dimalib.world_model.reward_termination import RewardTerminationConfig
@@ -136,3 +137,84 @@ def test_rank_config_splits_the_global_batches() -> None:
     assert rank_config(CFG, 2).decoder_batch == 4 and rank_config(CFG, 4).reward_batch == 1
     with pytest.raises(ValueError, match=r"config\.decoder_batch: expected a multiple of the 3"):
         rank_config(CFG, 3)
+
+
+# ----------------------------------------------------------------- the whole loop (Trainer)
+def _trainer_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Each rank: the same tiny toy trainer, distributed; 3 epochs (collection only, then world
+    model, then world model and policy)."""
+    from tests.test_trainer import comparable, tiny_config
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        with Trainer("toy", tiny_config(), seed=3, log_dir=Path(out_dir) / "log") as trainer:
+            trainer.distribute()
+            history = [comparable(trainer.run_epoch()) for _ in range(3)]
+            result: dict[str, Any] = {
+                "history": history,
+                "params": {k: v.clone() for k, v in trainer.world_model.state_dict().items()},
+                "buffer": {
+                    k: v.clone() for k, v in trainer.buffer.stream_data(0).items()
+                },  # stream 0 of the shared buffer
+                "buffer_size": len(trainer.buffer),
+                "log_dir": trainer.log_dir,
+                "policy_epochs": trainer.policy_epochs,
+            }
+            if rank == 0:
+                trainer.save_checkpoint(Path(out_dir) / "ckpt.pt")
+            else:
+                with pytest.raises(RuntimeError, match="only rank 0 saves"):
+                    trainer.save_checkpoint(Path(out_dir) / "other.pt")
+        torch.save(result, Path(out_dir) / f"trainer{world}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(world: int, out_dir: Path) -> list[dict[str, Any]]:
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    mp.spawn(_trainer_worker, args=(world, _free_port(), str(out_dir)), nprocs=world, join=True)
+    return [
+        torch.load(out_dir / f"trainer{world}-{r}.pt", weights_only=False) for r in range(world)
+    ]
+
+
+def test_one_rank_distributed_trainer_equals_the_plain_trainer(tmp_path: Path) -> None:
+    from tests.test_trainer import comparable, tiny_config
+
+    (only,) = _spawn(1, tmp_path)
+    with Trainer("toy", tiny_config(), seed=3) as plain:
+        history = [comparable(plain.run_epoch()) for _ in range(3)]
+        params = plain.world_model.state_dict()
+    assert only["history"] == history  # every metric, bit for bit
+    for key, value in params.items():
+        torch.testing.assert_close(only["params"][key], value, rtol=0, atol=0)
+
+
+def test_two_rank_trainer_shares_rank0s_data_and_keeps_the_model_equal(tmp_path: Path) -> None:
+    from tests.test_trainer import tiny_config
+
+    zero, one = _spawn(2, tmp_path)
+    assert zero["buffer_size"] == one["buffer_size"] == 120  # 3 epochs × 40 transitions
+    for key, value in zero["buffer"].items():  # rank 1's buffer: rank 0's transitions, in order
+        torch.testing.assert_close(one["buffer"][key], value, rtol=0, atol=0)
+    for key, value in zero["params"].items():  # averaged gradients: identical world models
+        torch.testing.assert_close(one["params"][key], value, rtol=0, atol=0)
+    # rank 0 collected what a one-process run with the same seed collects in its first epoch
+    # (random warm-up actions: the policy has not changed anything yet); the second collection
+    # closes the first one's episodes in the buffer
+    with Trainer("toy", tiny_config(), seed=3) as plain:
+        plain.collect()
+        plain.collect()
+        first = {k: v[:20] for k, v in plain.buffer.stream_data(0).items()}  # 40 per epoch / 2
+    for key, value in first.items():
+        torch.testing.assert_close(zero["buffer"][key][:20], value, rtol=0, atol=0)
+    assert zero["policy_epochs"] > 0 and one["policy_epochs"] == 0  # the policy lives on rank 0
+    rows0, rows1 = zero["history"], one["history"]
+    assert "eval/return_mean" in rows0[1] and not any("eval/return_mean" in r for r in rows1)
+    assert "wm/dynamics/loss" in rows1[1] and "policy/actor_loss" not in rows1[2]
+    assert one["log_dir"] is None and (tmp_path / "log" / "metrics.csv").is_file()
+    with Trainer.resume(tmp_path / "ckpt.pt") as resumed:  # rank 0's checkpoint is a plain one
+        assert resumed.env_steps == 120 and len(resumed.buffer) == 120

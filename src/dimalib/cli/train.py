@@ -22,6 +22,7 @@ from dimalib.cli._display import GracefulInterrupt, Progress, plot_learning_curv
 from dimalib.cli.args import TrainArgs, UsageError, override, parse_args
 from dimalib.envs.mamujoco import UnknownEnvError
 from dimalib.training.config import ConfigError, TrainerConfig, env_family
+from dimalib.training.distributed import sync_flag
 from dimalib.training.trainer import TOY_ENV, Trainer, check_env_name
 from dimalib.training.world_model_trainer import NonFiniteTrainingError
 from dimalib.utils.checks import check_device
@@ -117,6 +118,24 @@ def build_trainer(args: TrainArgs, config_flags: bool = False) -> tuple[Trainer,
 
 
 # --------------------------------------------------------------------------- main
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _join_process_group(args: TrainArgs) -> TrainArgs:
+    """``torchrun``: gloo for CPU runs, NCCL for CUDA ones with one GPU per rank
+    (``LOCAL_RANK``); returns the args with this rank's device."""
+    import dataclasses
+
+    from dimalib.training.distributed import init_from_env
+
+    device = torch.device(args.device or "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    init_from_env("nccl" if device.type == "cuda" else "gloo")
+    return dataclasses.replace(args, device=str(device))
+
+
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null so that Python's exit flush does not fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -146,7 +165,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> in
         check_args(args)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if _under_torchrun():  # join the group before building: no rank writes before all check
+            args = _join_process_group(args)
         trainer, out = build_trainer(args, config_flags)
+        if _under_torchrun():
+            trainer.distribute()
     except (UsageError, ConfigError, UnknownEnvError) as exc:  # the config does not fit the env,
         # or gymnasium-robotics has no such scenario / partition
         print(f"error: {exc}", file=sys.stderr)
@@ -167,6 +190,8 @@ def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:
         total = (
             20_000 if trainer.env_name == TOY_ENV else PAPER_BUDGET[env_family(trainer.env_name)]
         )
+    if trainer.rank != 0:  # a distributed run's other ranks: world-model shares, no files
+        return _follow(trainer, total)
     if trainer.env_steps >= total:  # a finished run: leave its files as they are
         print(
             f"nothing to do: the checkpoint holds {trainer.env_steps:,} env steps, "
@@ -195,7 +220,10 @@ def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:
                 last = trainer.env_steps + per_epoch >= total
                 row = trainer.run_epoch(force_eval=last)
                 progress.update(trainer, row)
-                if interrupt.requested:
+                stop = interrupt.requested
+                if trainer.world_size > 1:  # every rank stops at the same epoch
+                    stop = sync_flag(stop, device=trainer.device)
+                if stop:
                     status = EXIT_INTERRUPTED
                     break
                 if args.checkpoint_every > 0 and trainer.epoch % args.checkpoint_every == 0:
@@ -234,3 +262,16 @@ def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:
                 f"(the curve is in {out / 'metrics.csv'}: eval/return_mean vs env_steps)"
             )
     return status
+
+
+def _follow(trainer: Trainer, total: int) -> int:
+    """The loop of ranks 1..N-1: the same epochs as rank 0, which decides when to stop."""
+    if trainer.env_steps >= total:
+        return 0
+    per_epoch = trainer.config.env_steps_per_epoch
+    with GracefulInterrupt() as interrupt:
+        while trainer.env_steps < total:
+            trainer.run_epoch(force_eval=trainer.env_steps + per_epoch >= total)
+            if sync_flag(interrupt.requested, device=trainer.device):
+                return EXIT_INTERRUPTED
+    return 0

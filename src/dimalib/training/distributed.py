@@ -18,6 +18,13 @@ Run it with ``torchrun --nproc-per-node N your_script.py`` (the launcher sets ``
 On a multi-GPU node pick the device per rank (``torch.device("cuda", rank % torch.cuda.device_count())``)
 before building the model; rank 0 alone should collect, log and checkpoint.
 
+**The whole loop** (:meth:`Trainer.distribute <dimalib.training.trainer.Trainer.distribute>`,
+``torchrun ... dimalib train`` / ``examples/dima_mappo.py``): rank 0 alone steps the real envs;
+after every collection its new transitions go to every rank in one broadcast
+(:class:`TransitionRecorder`, :func:`send_transitions`, :func:`receive_transitions`), so all
+replay buffers stay equal; every rank trains the world model on its share of each batch; rank 0
+learns the policy in imagination, evaluates, logs and checkpoints.
+
 The dynamics model's running state statistics (``RunningNormalizer``) are updated from each
 rank's own share; after every dynamics update rank 0's statistics are broadcast, so every rank
 normalises with the same numbers (estimated from rank 0's share of the data).
@@ -32,15 +39,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dimalib.envs.vector import TransitionSink
+from dimalib.spec import MultiAgentSpec
 from dimalib.training.world_model_trainer import WorldModelTrainer, WorldModelTrainingConfig
 from dimalib.world_model.aggregate import DIMAWorldModel
 
 __all__ = [
+    "TransitionRecorder",
     "all_reduce_gradients",
     "broadcast_module",
     "distributed_trainer",
     "init_from_env",
     "rank_config",
+    "receive_transitions",
+    "send_transitions",
+    "sync_flag",
 ]
 
 
@@ -123,3 +136,105 @@ def distributed_trainer(
         gradient_sync=lambda m: all_reduce_gradients(m, group),
         after_step=sync_statistics,
     )
+
+
+# ------------------------------------------------------------------ sharing rank 0's data
+def _comm_device(group: dist.ProcessGroup | None, device: torch.device) -> torch.device:
+    """Where collectives run: the CUDA device for NCCL, the CPU otherwise."""
+    if dist.get_backend(group) == "nccl":
+        return (
+            device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+        )
+    return torch.device("cpu")
+
+
+def _src(group: dist.ProcessGroup | None) -> int:
+    return 0 if group is None else dist.get_global_rank(group, 0)
+
+
+def sync_flag(
+    value: bool, group: dist.ProcessGroup | None = None, *, device: torch.device | None = None
+) -> bool:
+    """Rank 0's ``value`` on every rank (one broadcast of one byte)."""
+    comm = _comm_device(group, device or torch.device("cpu"))
+    flag = torch.tensor([1 if value else 0], dtype=torch.uint8, device=comm)
+    dist.broadcast(flag, src=_src(group), group=group)
+    return bool(flag.item())
+
+
+def _width(spec: MultiAgentSpec) -> int:
+    # state, obs, action, reward, terminated, truncated, next_state, next_obs
+    return 2 * (spec.state_dim + spec.joint_obs_dim) + spec.joint_action_dim + 3
+
+
+class TransitionRecorder:
+    """A ``TransitionSink`` that forwards every batch of transitions to ``sink`` and keeps a
+    packed copy (``[N, F]`` float32 rows) for :func:`send_transitions`."""
+
+    def __init__(self, sink: TransitionSink) -> None:
+        self.sink = sink
+        self.steps: list[torch.Tensor] = []
+
+    def add(
+        self,
+        state: torch.Tensor,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        next_state: torch.Tensor,
+        next_obs: torch.Tensor,
+    ) -> None:
+        self.sink.add(state, obs, action, reward, terminated, truncated, next_state, next_obs)
+        flags = torch.stack([reward.float(), terminated.float(), truncated.float()], dim=-1)
+        parts = (state, obs, action, flags, next_state, next_obs)
+        self.steps.append(torch.cat([p.float() for p in parts], dim=-1))  # (N, F)
+
+
+def send_transitions(
+    recorder: TransitionRecorder, spec: MultiAgentSpec, group: dist.ProcessGroup | None = None
+) -> None:
+    """Rank 0: broadcast the recorded transitions (``[T, N, F]``, one collective)."""
+    if not recorder.steps:
+        return
+    packed = torch.stack(recorder.steps)  # (T, N, F)
+    if packed.shape[-1] != _width(spec):
+        raise ValueError(
+            f"recorder: expected rows of {_width(spec)} values, received {packed.shape[-1]}"
+        )
+    comm = _comm_device(group, packed.device)
+    dist.broadcast(packed.to(comm), src=_src(group), group=group)
+
+
+def receive_transitions(
+    sink: TransitionSink,
+    spec: MultiAgentSpec,
+    steps: int,
+    num_envs: int,
+    *,
+    device: torch.device,
+    group: dist.ProcessGroup | None = None,
+) -> None:
+    """Every other rank: receive rank 0's ``steps`` batches of ``num_envs`` transitions and add
+    them to ``sink`` in rank 0's order (the buffers then hold the same data)."""
+    if steps == 0:
+        return
+    comm = _comm_device(group, device)
+    packed = torch.empty(steps, num_envs, _width(spec), device=comm)
+    dist.broadcast(packed, src=_src(group), group=group)
+    S, Ob, A = spec.state_dim, spec.joint_obs_dim, spec.joint_action_dim
+    state, obs, action, flags, next_state, next_obs = torch.split(
+        packed.to(device), [S, Ob, A, 3, S, Ob], dim=-1
+    )
+    for t in range(steps):  # one add per vector step, as rank 0 made them
+        sink.add(
+            state[t],
+            obs[t],
+            action[t],
+            flags[t, :, 0],
+            flags[t, :, 1] > 0.5,
+            flags[t, :, 2] > 0.5,
+            next_state[t],
+            next_obs[t],
+        )

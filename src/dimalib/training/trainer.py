@@ -55,6 +55,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from dimalib.algorithms.mappo import MAPPO
 from dimalib.algorithms.protocols import Learner
@@ -66,6 +67,7 @@ from dimalib.envs.episodes import evaluate_policy, is_seedable
 from dimalib.envs.vector import RealVectorEnv as _RealVectorEnv
 from dimalib.imagination.env import ImaginationEnv
 from dimalib.spec import MultiAgentSpec
+from dimalib.training import distributed
 from dimalib.training.checkpoint import BUFFER_SUFFIX as BUFFER_SUFFIX
 from dimalib.training.checkpoint import (
     LEARNER_KEY,
@@ -303,6 +305,9 @@ class Trainer:
             self.eval_venv.close()
             raise
 
+        # torch.distributed (:meth:`distribute`): this process's rank and the number of ranks
+        self.rank, self.world_size = 0, 1
+        self._group: Any = None
         self.epoch = 0
         self.env_steps = 0
         self.wm_epochs = 0
@@ -372,19 +377,79 @@ class Trainer:
 
         return actor_policy
 
+    # -------------------------------------------------------------- distributed
+    def distribute(self, group: Any = None) -> Trainer:
+        """Run this trainer as one rank of ``torch.distributed`` (under ``torchrun``; call
+        :func:`~dimalib.training.distributed.init_from_env` first). Every rank builds (or
+        resumes) the same trainer and calls this; then rank 0 alone steps the real envs and
+        broadcasts each epoch's transitions, so every replay buffer holds the same data; every
+        rank trains the world model on its share of each batch (``wm_training`` batches divided
+        by the number of ranks, gradients averaged: :func:`~dimalib.training.distributed.
+        distributed_trainer`); rank 0 learns the policy in imagination, evaluates, logs
+        (``log_dir`` is dropped on the other ranks) and checkpoints. On one rank the run equals
+        the undistributed one exactly. Returns ``self``.
+
+        Raises:
+            RuntimeError: torch.distributed is not initialised, or the ranks' trainers differ
+                (seed, env, counters or buffer size).
+            ValueError: a world-model batch that the number of ranks does not divide.
+        """
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "distribute: torch.distributed is not initialised; launch with torchrun and call "
+                "dimalib.training.distributed.init_from_env() first"
+            )
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        mine = (self.env_name, self.seed, self.epoch, self.env_steps, len(self.buffer))
+        every: list[Any] = [None] * world
+        dist.all_gather_object(every, mine, group=group)
+        if any(other != every[0] for other in every):
+            raise RuntimeError(
+                f"distribute: expected the same trainer on every rank (env, seed, epoch, env "
+                f"steps, buffer size), received {every}"
+            )
+        # rank 0 keeps its replay-sampling stream (one rank == the plain run); the others get theirs
+        gen = self.wm_generator
+        if rank != 0:
+            gen = _generator(
+                torch.device("cpu"), _derive_seed(self.seed, "wm-rank", rank, self.epoch)
+            )
+        wm_trainer = distributed.distributed_trainer(
+            self.world_model, self.config.wm_training, generator=gen, group=group
+        )
+        wm_trainer.load_state_dict(self.wm_trainer.state_dict())
+        self.wm_trainer, self.wm_generator = wm_trainer, gen
+        self.rank, self.world_size, self._group = rank, world, group
+        if rank != 0:
+            self.log_dir = None
+        return self
+
     def collect(self) -> dict[str, float]:
         """Algorithm 1 ``collect_experience``: reset, then ``env_steps_per_epoch`` transitions
         (the learner's stochastic actions, or uniform ones during a random warm-up)."""
         cfg = self.config
-        if cfg.reset_envs_each_epoch or self.venv.needs_reset:
+        reset = cfg.reset_envs_each_epoch or self.venv.needs_reset
+        if self.world_size > 1:
+            reset = distributed.sync_flag(reset, self._group, device=self.device)  # rank 0's
+        if reset:
             self.buffer.end_episodes()  # the cut episode must not run into the next one
-            seed = _derive_seed(self.seed, "collect-reset", self.epoch)
-            self.venv.reset(seed=seed if is_seedable(self.venv) else None)
+            if self.rank == 0:
+                seed = _derive_seed(self.seed, "collect-reset", self.epoch)
+                self.venv.reset(seed=seed if is_seedable(self.venv) else None)
+        steps = cfg.env_steps_per_epoch // cfg.num_envs
+        if self.rank != 0:  # rank 0's transitions, in its order
+            distributed.receive_transitions(
+                self.buffer, self.spec, steps, cfg.num_envs, device=self.device, group=self._group
+            )
+            self.env_steps += steps * cfg.num_envs
+            self._session_steps += steps * cfg.num_envs
+            return {"buffer/size": len(self.buffer)}
         tally = _RewardTally(self.buffer)
+        sink = tally if self.world_size == 1 else distributed.TransitionRecorder(tally)
         self.learner.eval()
-        result = collect(
-            self.venv, self._collect_policy(), cfg.env_steps_per_epoch // cfg.num_envs, tally
-        )
+        result = collect(self.venv, self._collect_policy(), steps, sink)
+        if isinstance(sink, distributed.TransitionRecorder):
+            distributed.send_transitions(sink, self.spec, self._group)
         self.env_steps += result.env_steps
         self._session_steps += result.env_steps
         return {
@@ -495,14 +560,16 @@ class Trainer:
         if len(self.buffer) >= cfg.wm_warmup_transitions:
             row.update(self.train_world_model())
         t_wm = time.perf_counter()
-        if self.wm_epochs > cfg.policy_warmup_wm_epochs and cfg.policy_updates_per_epoch > 0:
+        learns = self.wm_epochs > cfg.policy_warmup_wm_epochs and cfg.policy_updates_per_epoch > 0
+        if learns and self.rank == 0:  # the policy lives on rank 0 (distribute)
             row.update(self.learn_in_imagination())
         t_policy = time.perf_counter()
         self.epoch += 1
         if force_eval or self.env_steps >= self.next_eval:
-            self._phase("evaluation")
-            row.update(self.evaluate())
-            row.update(self.world_model_fidelity())
+            if self.rank == 0:
+                self._phase("evaluation")
+                row.update(self.evaluate())
+                row.update(self.world_model_fidelity())
             while self.next_eval <= self.env_steps:
                 self.next_eval += cfg.eval_every_env_steps
         end = time.perf_counter()
@@ -622,8 +689,12 @@ class Trainer:
         buffer goes to the folder ``<path>.buffer/`` beside it, incrementally: only the blocks of
         rows written since the previous save to the same path are written (a few MB per epoch
         instead of the whole buffer), so a checkpoint every epoch is cheap. The folder belongs to
-        the checkpoint: copy or move both together.
+        the checkpoint: copy or move both together. Under :meth:`distribute` only rank 0 saves.
         """
+        if self.rank != 0:
+            raise RuntimeError(
+                f"save_checkpoint: only rank 0 saves a distributed run (this is rank {self.rank})"
+            )
         t0 = time.perf_counter()
         path = Path(path)
         folder = buffer_folder(path)
