@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `slow`, `lint`, `typecheck`, `bench`, `docs`.
+"""Developer sessions: `nox -s tests`, `slow`, `lint`, `typecheck`, `bench`, `docs`, `benchmarl`.
 
 Every session installs the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA
 build), then the project.
@@ -58,6 +58,23 @@ def bench(session: nox.Session) -> None:
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def benchmarl(session: nox.Session) -> None:
+    """examples/benchmarl_mappo.py's test with BenchMARL 1.5.2 (not a default session).
+
+    BenchMARL 1.5.2 needs torchrl<0.12 (pip picks torchrl 0.11.1, tensordict 0.11.0); torch is
+    pinned in the same command so pip keeps it. BenchMARL requires torchvision but the example
+    never uses it, and PyPI's torchvision next to a CPU torch breaks TorchRL's import (``operator
+    torchvision::nms does not exist``), so it is uninstalled.
+    """
+    session.install(TORCH)
+    session.install(TORCH, "-e", ".[torchrl]", "benchmarl==1.5.2", "pytest>=8")
+    session.run("python", "-m", "pip", "uninstall", "-y", "torchvision")
+    session.run("python", "-c", "import torch, torchrl, benchmarl; print(torch.__version__, "
+                "torchrl.__version__, benchmarl.__version__)")  # fmt: skip
+    session.run("pytest", "-q", "tests/test_benchmarl.py", *session.posargs)
 
 
 @nox.session
