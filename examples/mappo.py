@@ -37,6 +37,7 @@ from dimalib.training.trainer import (
 )
 from dimalib.utils.checks import check_device
 from dimalib.utils.io import atomic_save
+from dimalib.utils.threads import auto_threads
 
 ENV_NAMES = known_names()  # the registered names (dimalib.envs.registry); patterns work too
 
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default runs/mappo-ENV-SEED)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the cores the load average leaves free)")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -111,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"error: {problems[0]}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(auto_threads() if args.threads is None else args.threads)
     torch.manual_seed(args.seed)
     try:
         venv = make_vector_env(args.env, args.num_envs, seed=args.seed,

@@ -122,13 +122,16 @@ def test_spec_groups_are_resolved_against_the_team() -> None:
     with pytest.raises(ValueError, match=r"groups: 'spec' names the team's groups.*for_team"):
         reveal.masks(4, SIGMAS)
     spec = team(4, groups={"p": ("a", "d"), "q": ("b", "c")})
-    assert reveal.for_team(spec).groups == ((0, 3), (1, 2))
+    assert reveal.for_team(spec).groups == (("a", "d"), ("b", "c"))  # by name
     assert reveal.for_team(team(4)).groups is None  # one group per agent: the per-agent schedule
     other = RevealSchedule(groups=2)
     assert other.for_team(spec) is other
     # descending over the two groups: q (agents 1, 2) first, then everyone
     expected = [[0, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
-    assert reveal.for_team(spec).masks(4, SIGMAS).int().tolist() == expected
+    got = reveal.for_team(spec).masks(4, SIGMAS, agent_names=spec.agent_names)
+    assert got.int().tolist() == expected
+    assert RevealSchedule(groups=((0, 3), (1, 2))).by_name(spec).groups == (("a", "d"), ("b", "c"))
+    assert RevealSchedule(groups=2).by_name(spec).groups == (("a", "b"), ("c", "d"))
 
 
 @settings(max_examples=25, deadline=None)
@@ -156,6 +159,24 @@ def test_training_draws_unions_of_the_specs_groups(owner: list[int], seed: int) 
         assert (members.all(dim=1) | ~members.any(dim=1)).all()
 
 
+def perturbed(model: SequentialAgentDenoiser, seed: int = 0) -> SequentialAgentDenoiser:
+    """A fresh model ignores its actions (zero-initialised output layers): give every parameter
+    noise so that its predictions depend on them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def predict(
+    model: SequentialAgentDenoiser, states: torch.Tensor, actions: torch.Tensor, **kw: object
+) -> torch.Tensor:
+    return model.predict_next_state(
+        states, actions, generator=torch.Generator().manual_seed(3), **kw
+    )  # type: ignore[arg-type]
+
+
 def test_denoiser_with_spec_groups_equals_one_with_explicit_groups() -> None:
     spec = team(6, groups={"front": ("a", "b", "c"), "back": ("d", "e", "f")})
     configs = [
@@ -165,23 +186,18 @@ def test_denoiser_with_spec_groups_equals_one_with_explicit_groups() -> None:
     models = []
     for cfg in configs:
         torch.manual_seed(0)
-        models.append(SequentialAgentDenoiser(spec, cfg).eval())
+        models.append(perturbed(SequentialAgentDenoiser(spec, cfg)))
     named, explicit = models
-    assert named.config == explicit.config  # saved with the groups spelled out
+    assert named.reveal.groups == (("a", "b", "c"), ("d", "e", "f"))  # saved by name
     assert named.sampler.num_steps(6) == explicit.sampler.num_steps(6) == 4  # two units
     states, actions = torch.randn(5, 3, 6), torch.rand(5, 3, 6) * 2 - 1
-    outs = [
-        m.predict_next_state(states, actions, generator=torch.Generator().manual_seed(3))
-        for m in models
-    ]
+    outs = [predict(m, states, actions) for m in models]
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    override = named.predict_next_state(
-        states,
-        actions,
-        reveal=RevealSchedule(groups="spec"),
-        generator=torch.Generator().manual_seed(3),
-    )
+    assert not torch.allclose(predict(named, states, -actions), outs[0], atol=1e-3)  # sensitive
+    override = predict(named, states, actions, reveal=RevealSchedule(groups="spec"))
     torch.testing.assert_close(override, outs[0], rtol=0, atol=0)
+    per_agent = predict(named, states, actions, reveal=RevealSchedule())
+    assert not torch.allclose(per_agent, outs[0], atol=1e-3)  # the groups change the prediction
 
 
 # --------------------------------------------------------------------------- shared encoders
@@ -208,7 +224,8 @@ def test_shared_encoder_equals_per_agent_encoders_holding_copies() -> None:
     own = AgentActionEncoder(spec, 3, 8, 16)
     with torch.no_grad():
         own.load_state_dict(
-            {k: v for k, v in shared.state_dict().items() if k != "weight"}, strict=False
+            {k: v for k, v in shared.state_dict().items() if k not in ("weight", "slot_index")},
+            strict=False,
         )
         own.weight.copy_(shared.weight[shared.slot_index])
     actions = torch.rand(4, 3, spec.joint_action_dim) * 2 - 1
@@ -237,22 +254,49 @@ def test_shared_encoder_in_the_denoiser_uses_the_reveal_groups_else_the_specs() 
     assert per_agent - n_params == 4 * 1 * 8  # four encoders fewer of [1, 8]
 
 
-def test_shared_encoder_model_is_invariant_to_relabelling_its_agents() -> None:
+@pytest.mark.parametrize("groups", [None, "spec", ((0, 2), (1, 3)), 2])
+def test_relabelled_models_compute_the_same_function(groups: object) -> None:
+    """Relabelling invariance with shared encoders and with reveal groups of every form."""
     spec = team(4, groups={"x": ("a", "b"), "y": ("c", "d")})
-    cfg = dataclasses.replace(
-        TINY, share_action_encoder=True, sampler=SamplerConfig(reveal=RevealSchedule("joint"))
-    )
+    reveal = RevealSchedule("cumulative", groups=groups)  # type: ignore[arg-type]
+    cfg = dataclasses.replace(TINY, share_action_encoder=True, sampler=SamplerConfig(reveal=reveal))
     torch.manual_seed(1)
-    model = SequentialAgentDenoiser(spec, cfg).eval()
+    model = perturbed(SequentialAgentDenoiser(spec, cfg))
     order = (2, 0, 3, 1)
     relabelled = model.permute_agents(order)
-    assert relabelled.action_encoder.slot_index.tolist() == [1, 0, 1, 0]
+    if groups is None:  # sharing by the spec's groups x = {a, b}, y = {c, d}
+        assert relabelled.action_encoder.slot_index.tolist() == [1, 0, 1, 0]
     states, actions = torch.randn(3, 3, 6), torch.rand(3, 3, 4) * 2 - 1
-    a = model.predict_next_state(states, actions, generator=torch.Generator().manual_seed(0))
-    b = relabelled.predict_next_state(
-        states, actions[..., list(order)], generator=torch.Generator().manual_seed(0)
-    )
+    # per agent, the conditioning order names agents: relabel it too (groups keep their order)
+    agents = (3, 2, 1, 0)
+    kw_old = {"order": agents} if groups is None else {}
+    kw_new = {"order": tuple(order.index(i) for i in agents)} if groups is None else {}
+    a = predict(model, states, actions, **kw_old)
+    b = predict(relabelled, states, actions[..., list(order)], **kw_new)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(predict(relabelled, states, actions, **kw_new), a, atol=1e-3)
+
+
+def test_the_encoder_mapping_is_saved_with_the_weights() -> None:
+    spec = team(4, groups={"x": ("a", "b"), "y": ("c", "d")})
+    cfg = dataclasses.replace(TINY, share_action_encoder=True)
+    torch.manual_seed(1)
+    relabelled = perturbed(SequentialAgentDenoiser(spec, cfg)).permute_agents((2, 0, 3, 1))
+    rebuilt = SequentialAgentDenoiser(relabelled.spec, cfg)  # the relabelled spec: slots 0,1,0,1
+    assert rebuilt.action_encoder.slot_index.tolist() == [0, 1, 0, 1]
+    rebuilt.load_state_dict(relabelled.state_dict())
+    assert rebuilt.action_encoder.slot_index.tolist() == [1, 0, 1, 0]  # the saved mapping
+    states, actions = torch.randn(3, 3, 6), torch.rand(3, 3, 4) * 2 - 1
+    torch.testing.assert_close(
+        predict(rebuilt.eval(), states, actions), predict(relabelled, states, actions)
+    )
+    old = {k: v for k, v in SequentialAgentDenoiser(spec, TINY).state_dict().items()}
+    del old["action_encoder.slot_index"]  # a checkpoint written before the mapping was saved
+    SequentialAgentDenoiser(spec, TINY).load_state_dict(old)
+    with pytest.raises(RuntimeError, match="slot_index: the saved mapping uses 4 action encoders"):
+        SequentialAgentDenoiser(spec, cfg).load_state_dict(
+            SequentialAgentDenoiser(spec, TINY).state_dict()
+        )
 
 
 def test_old_denoiser_configs_load_without_the_sharing_field() -> None:
@@ -280,7 +324,8 @@ def test_a_grouped_shared_encoder_run_trains_and_resumes(tmp_path: Path) -> None
     encoders, through `dimalib train`."""
     out = tmp_path / "run"
     argv = ["train", "--env", "ManySegmentSwimmer-4x1", "--total-env-steps", "400",
-            "--out", str(out), *TINY_RUN, "--world-model.dynamics.sampler.reveal.groups", "2",
+            "--out", str(out), *TINY_RUN, "--agent-groups", "2",
+            "--world-model.dynamics.sampler.reveal.groups", "spec",
             "--world-model.dynamics.share-action-encoder"]  # fmt: skip
     assert main(argv) == 0
     with (out / "metrics.csv").open() as f:
@@ -288,8 +333,11 @@ def test_a_grouped_shared_encoder_run_trains_and_resumes(tmp_path: Path) -> None
     assert math.isfinite(float(rows[-1]["wm/dynamics/loss"]))
     with Trainer.resume(out / "checkpoint.pt") as trainer:
         dynamics = trainer.world_model.dynamics
-        assert dynamics.reveal.groups == 2
+        assert trainer.spec.group_members == ((0, 1), (2, 3))
+        assert dynamics.reveal.groups == (("agent_0", "agent_1"), ("agent_2", "agent_3"))
         assert dynamics.action_encoder.slot_index.tolist() == [0, 0, 1, 1]
-        assert dynamics.reveal.units(4) == 2 and dynamics.reveal.masks(
-            4, dynamics.sampler.sigmas(4)
-        ).int().tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
+        masks = dynamics.reveal.masks(
+            4, dynamics.sampler.sigmas(4), agent_names=trainer.spec.agent_names
+        )
+        assert dynamics.reveal.units(4) == 2
+        assert masks.int().tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]

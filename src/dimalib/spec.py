@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,7 +259,7 @@ class MultiAgentSpec:
         """The same team with other groups: named groups, ``k`` (an int: ``k`` groups of
         consecutive agents, as equal as possible, the first ones one larger, named ``"group0"``,
         ...), or None (one group per agent)."""
-        if isinstance(groups, int) and not isinstance(groups, bool):
+        if isinstance(groups, numbers.Integral) and not isinstance(groups, bool):
             k = check_int("groups", groups)
             if k > self.n_agents:
                 raise ValueError(f"groups: expected at most n_agents={self.n_agents}, received {k}")

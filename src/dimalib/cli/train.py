@@ -26,6 +26,7 @@ from dimalib.training.distributed import sync_flag
 from dimalib.training.trainer import TOY_ENV, Trainer, check_env_name
 from dimalib.training.world_model_trainer import NonFiniteTrainingError
 from dimalib.utils.checks import check_device
+from dimalib.utils.threads import auto_threads
 
 __all__ = [
     "CHECKPOINT",
@@ -129,10 +130,20 @@ def _join_process_group(args: TrainArgs) -> TrainArgs:
 
     from dimalib.training.distributed import init_from_env
 
+    if args.resume and args.device is None:
+        raise UsageError(
+            "--device: under torchrun, --resume needs an explicit --device (cpu or cuda), so "
+            "that every rank joins with the right backend"
+        )
     device = torch.device(args.device or "cpu")
-    if device.type == "cuda" and device.index is None:
+    if device.type == "cuda":
+        if device.index is not None:
+            raise UsageError(
+                f"--device: under torchrun pass 'cuda' (each rank takes cuda:LOCAL_RANK), "
+                f"received {args.device!r}"
+            )
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    init_from_env("nccl" if device.type == "cuda" else "gloo")
+    init_from_env("nccl" if device.type == "cuda" else "gloo", device=device)
     return dataclasses.replace(args, device=str(device))
 
 
@@ -163,13 +174,18 @@ def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> in
     )
     try:
         check_args(args)
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
+        threads = auto_threads() if args.threads is None else args.threads
+        torch.set_num_threads(threads)
+        log.info("%d torch threads%s", threads, " (auto)" if args.threads is None else "")
         if _under_torchrun():  # join the group before building: no rank writes before all check
             args = _join_process_group(args)
         trainer, out = build_trainer(args, config_flags)
         if _under_torchrun():
-            trainer.distribute()
+            try:
+                trainer.distribute()
+            except BaseException:
+                trainer.close()
+                raise
     except (UsageError, ConfigError, UnknownEnvError) as exc:  # the config does not fit the env,
         # or gymnasium-robotics has no such scenario / partition
         print(f"error: {exc}", file=sys.stderr)
@@ -180,8 +196,15 @@ def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> in
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing saved", file=sys.stderr)
         return EXIT_INTERRUPTED
-    with trainer:
-        return _train(trainer, out, args)
+    try:
+        with trainer:
+            return _train(trainer, out, args)
+    finally:
+        if _under_torchrun():
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:
@@ -205,6 +228,7 @@ def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:
         "env": trainer.env_name,
         "seed": trainer.seed,
         "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
         "config": trainer.config.to_dict(),
     }
     (out / "config.json").write_text(json.dumps(info, indent=2, default=str))
@@ -271,7 +295,11 @@ def _follow(trainer: Trainer, total: int) -> int:
     per_epoch = trainer.config.env_steps_per_epoch
     with GracefulInterrupt() as interrupt:
         while trainer.env_steps < total:
-            trainer.run_epoch(force_eval=trainer.env_steps + per_epoch >= total)
+            try:
+                trainer.run_epoch(force_eval=trainer.env_steps + per_epoch >= total)
+            except NonFiniteTrainingError as exc:
+                print(f"error (rank {trainer.rank}): {exc}", file=sys.stderr)
+                return EXIT_RUNTIME
             if sync_flag(interrupt.requested, device=trainer.device):
                 return EXIT_INTERRUPTED
     return 0

@@ -38,6 +38,8 @@ and, for the paper epoch, ``--preset paper --total-env-steps 1000 --set wm_warmu
 from __future__ import annotations
 
 import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -159,6 +161,9 @@ class TrainerConfig:
     eval_every_env_steps: int = 10_000  # §5.1: fixed intervals (value not given; dimalib)
     eval_episodes: int = 10  # §5.1: 10 evaluation episodes
     fidelity_windows: int = 64  # dimalib diagnostic (0: off)
+    # dimalib (issue "scale"): the env team's agent groups (MultiAgentSpec.groups), k groups of
+    # consecutive agents or named ones ((name, (agent, ...)), ...); None: one group per agent
+    agent_groups: int | tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
         _positive_int("env_steps_per_epoch", self.env_steps_per_epoch)
@@ -182,6 +187,21 @@ class TrainerConfig:
         _positive_int("fidelity_windows", self.fidelity_windows, minimum=0)
         if self.max_episode_steps is not None:
             _positive_int("max_episode_steps", self.max_episode_steps)
+        if isinstance(self.agent_groups, numbers.Integral) and not isinstance(
+            self.agent_groups, bool
+        ):
+            _positive_int("agent_groups", self.agent_groups)
+        elif self.agent_groups is not None:
+            groups = self.agent_groups
+            if isinstance(groups, Mapping):
+                groups = tuple(groups.items())
+            if isinstance(groups, (str, bool)) or not isinstance(groups, Sequence):
+                raise ValueError(
+                    "agent_groups: expected a number of groups, (name, agents) pairs or None, "
+                    f"received {self.agent_groups!r}"
+                )
+            pairs = tuple((str(name), tuple(members)) for name, members in groups)
+            object.__setattr__(self, "agent_groups", pairs)
         if self.collect_policy not in ("actor", "random"):
             raise ValueError(
                 f"collect_policy: expected 'actor' or 'random', received {self.collect_policy!r}"
@@ -213,7 +233,13 @@ class TrainerConfig:
         order and the dynamics model's reveal schedule must name its agents (checked by building
         the sampler's schedule once, so a bad order fails before training, not at the first
         policy epoch)."""
-        sampler = EulerSampler(self.world_model.dynamics.sampler)
+        if self.agent_groups is not None:
+            try:
+                spec = spec.with_groups(self.agent_groups)
+            except ValueError as exc:
+                raise ConfigError(f"agent_groups: {exc}") from exc
+        dynamics = self.world_model.dynamics.sampler
+        sampler = EulerSampler(dataclasses.replace(dynamics, reveal=dynamics.reveal.for_team(spec)))
         try:
             sampler.schedule(spec.n_agents, 1, agent_names=spec.agent_names)
             sampler.schedule(

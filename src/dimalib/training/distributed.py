@@ -33,7 +33,9 @@ normalises with the same numbers (estimated from rank 0's share of the data).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,10 +59,18 @@ __all__ = [
 ]
 
 
-def init_from_env(backend: str | None = None) -> tuple[int, int]:
+def init_from_env(
+    backend: str | None = None,
+    *,
+    device: torch.device | None = None,
+    timeout: datetime.timedelta | None = None,
+) -> tuple[int, int]:
     """Join the process group ``torchrun`` describes in the environment; ``(rank, world_size)``.
 
-    ``backend`` defaults to NCCL when CUDA is available, else gloo. Already initialised: the
+    ``backend`` defaults to NCCL when CUDA is available, else gloo. With a CUDA ``device`` that
+    device becomes this process's current one before joining (NCCL's collectives run on it).
+    ``timeout``: how long a collective waits for the other ranks (torch's default, 10 min for
+    NCCL, may be short when rank 0 alone runs a long policy phase). Already initialised: the
     existing group is used.
     """
     if not dist.is_initialized():
@@ -72,7 +82,12 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
                 f"init_from_env: expected the torchrun variables, {missing} not set; launch with "
                 "`torchrun --nproc-per-node N script.py`"
             )
-        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(
+            backend or ("nccl" if torch.cuda.is_available() else "gloo"), **kwargs
+        )
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -80,7 +95,7 @@ def all_reduce_gradients(module: nn.Module, group: dist.ProcessGroup | None = No
     """Average ``module``'s gradients over the ranks, in one flat all-reduce per dtype."""
     world = dist.get_world_size(group)
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    for dtype in {g.dtype for g in grads}:
+    for dtype in sorted({g.dtype for g in grads}, key=str):  # the same order on every rank
         same = [g for g in grads if g.dtype == dtype]
         flat = torch.cat([g.reshape(-1) for g in same])  # (P,)
         dist.all_reduce(flat, group=group)
@@ -122,12 +137,12 @@ def distributed_trainer(
     batch shares of ``config``'s global batches (:func:`rank_config`), averaged gradients, and
     the normaliser kept equal. Give each rank its own ``generator`` seed (different samples)."""
     world = dist.get_world_size(group)
-    broadcast_module(world_model, group=group)
+    broadcast_module(world_model, src=_src(group), group=group)
     normalizer = world_model.normalizer
 
     def sync_statistics(module: nn.Module) -> None:
         if module is world_model.dynamics:
-            broadcast_module(normalizer, group=group)
+            broadcast_module(normalizer, src=_src(group), group=group)
 
     return WorldModelTrainer(
         world_model,

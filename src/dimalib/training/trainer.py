@@ -286,6 +286,8 @@ class Trainer:
         self.spec = spec = self.venv.spec
         try:
             cfg.check_spec(spec)
+            if cfg.agent_groups is not None:  # how the models treat the team (issue "scale")
+                self.spec = spec = spec.with_groups(cfg.agent_groups)
             self.buffer = ReplayBuffer(
                 spec, cfg.buffer_capacity, num_streams=cfg.num_envs, device=self.device
             )
@@ -400,13 +402,14 @@ class Trainer:
                 "dimalib.training.distributed.init_from_env() first"
             )
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        mine = (self.env_name, self.seed, self.epoch, self.env_steps, len(self.buffer))
+        config = zlib.crc32(repr(sorted(self.config.to_dict().items())).encode())
+        mine = (self.env_name, self.seed, self.epoch, self.env_steps, len(self.buffer), config)
         every: list[Any] = [None] * world
         dist.all_gather_object(every, mine, group=group)
         if any(other != every[0] for other in every):
             raise RuntimeError(
                 f"distribute: expected the same trainer on every rank (env, seed, epoch, env "
-                f"steps, buffer size), received {every}"
+                f"steps, buffer size, config checksum), received {every}"
             )
         # rank 0 keeps its replay-sampling stream (one rank == the plain run); the others get theirs
         gen = self.wm_generator
@@ -613,7 +616,10 @@ class Trainer:
         while self.env_steps < total_env_steps:
             last = self.env_steps + per_epoch >= total_env_steps
             row = self.run_epoch(force_eval=last)
-            if callback is not None and callback(row) is False:
+            stop = callback is not None and callback(row) is False
+            if self.world_size > 1:  # rank 0's callback decides for every rank
+                stop = distributed.sync_flag(stop, self._group, device=self.device)
+            if stop:
                 break
         return self.history
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -101,7 +101,8 @@ class AgentActionEncoder(nn.Module):
             bound = 1 / math.sqrt(d)  # nn.Linear's default init, per encoder
             weight[k, :d].uniform_(-bound, bound)
         self.weight = nn.Parameter(weight)
-        self.register_buffer("slot_index", torch.tensor(slots), persistent=False)
+        # saved: which encoder each agent uses (a relabelled model's mapping is not its spec's)
+        self.register_buffer("slot_index", torch.tensor(slots))
         self.agent_embedding = nn.Parameter(torch.randn(n, token_dim) * 0.02)
         self.time_embedding = nn.Parameter(torch.randn(context, token_dim) * 0.02)
         self.token_mlp = nn.Sequential(
@@ -113,6 +114,30 @@ class AgentActionEncoder(nn.Module):
         self.register_buffer("pad_mask", spec.action_mask(), persistent=False)
         self.register_buffer("action_low", low, persistent=False)
         self.register_buffer("action_high", high, persistent=False)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + "slot_index"
+        if key not in state_dict:  # saved before the mapping was: one encoder per agent
+            state_dict[key] = torch.arange(self.spec.n_agents)
+        saved = state_dict[key]
+        if saved.shape == self.slot_index.shape and int(saved.max()) + 1 != self.weight.shape[0]:
+            error_msgs.append(
+                f"{key}: the saved mapping uses {int(saved.max()) + 1} action encoders, this "
+                f"model has {self.weight.shape[0]} (share_action_encoder or the groups differ)"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self.shared = self.weight.shape[0] < self.spec.n_agents
 
     def _tokens(self, actions: torch.Tensor) -> torch.Tensor:
         """``[B, L, A]`` raw joint actions → ``[B, L, n, D]`` tokens."""

@@ -340,9 +340,16 @@ class _Denoiser(nn.Module):
         """A copy with the agents relabelled: new agent ``j`` is this model's agent ``order[j]``.
 
         The copy computes the same function once joint actions and conditioning orders are
-        relabelled the same way (used to test permutation invariance).
+        relabelled the same way (used to test permutation invariance). Reveal groups keep their
+        agents (they are rewritten by name).
         """
         new = copy.deepcopy(self)
+        if self.reveal.groups is not None:
+            sampler = dataclasses.replace(
+                self.config.sampler, reveal=self.reveal.by_name(self.spec)
+            )
+            new.config = dataclasses.replace(self.config, sampler=sampler)
+            new.sampler = EulerSampler(sampler)
         new.spec = self.spec.permuted(order)
         new.action_encoder.permute_agents_(order, new.spec)
         return new

@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -291,18 +292,14 @@ class RevealSchedule:
     groups: tuple[tuple[int | str, ...], ...] | int | Literal["spec"] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.groups, str):
+        expected = "a partition of the agents, a positive number of groups, 'spec' or None"
+        if isinstance(self.groups, (str, bool)):
             if self.groups != "spec":
-                raise ValueError(
-                    f"groups: expected a partition of the agents, a number of groups, 'spec' or "
-                    f"None, received {self.groups!r}"
-                )
-        elif isinstance(self.groups, int) and not isinstance(self.groups, bool):
-            check_int("groups", self.groups, what="a positive number of groups")
+                raise ValueError(f"groups: expected {expected}, received {self.groups!r}")
+        elif isinstance(self.groups, numbers.Integral):  # numpy integers too
+            object.__setattr__(self, "groups", check_int("groups", self.groups, what=expected))
         elif self.groups is not None:
-            groups = _agent_sets(
-                "groups", self.groups, "a non-empty sequence of agent groups", "for group"
-            )
+            groups = _agent_sets("groups", self.groups, expected, "for group")
             object.__setattr__(self, "groups", groups)
         if self.kind not in REVEAL_KINDS:
             raise ValueError(f"kind: expected one of {list(REVEAL_KINDS)}, received {self.kind!r}")
@@ -339,11 +336,24 @@ class RevealSchedule:
 
     # ---------------------------------------------------------------- groups
     def for_team(self, spec: MultiAgentSpec) -> RevealSchedule:
-        """This schedule with ``groups="spec"`` replaced by the team's groups (None when the
-        team has one group per agent); any other schedule unchanged."""
+        """This schedule with ``groups="spec"`` replaced by the team's groups, by agent name (so
+        relabelling the agents keeps them; None when the team has one group per agent); any
+        other schedule unchanged."""
         if self.groups != "spec":
             return self
-        return dataclasses.replace(self, groups=spec.group_members if spec.has_groups else None)
+        named = tuple(members for _, members in spec.groups) if spec.has_groups else None
+        return dataclasses.replace(self, groups=named)
+
+    def by_name(self, spec: MultiAgentSpec) -> RevealSchedule:
+        """This schedule with its groups (indices, a number of groups or ``"spec"``) written as
+        agent names of ``spec``: the same sets, and they survive a relabelling of the agents."""
+        reveal = self.for_team(spec)
+        groups = reveal.partition(spec.n_agents)
+        if groups is None:
+            return reveal
+        names = spec.agent_names
+        named = tuple(tuple(a if isinstance(a, str) else names[a] for a in g) for g in groups)
+        return dataclasses.replace(reveal, groups=named)
 
     def partition(self, n_agents: int) -> tuple[tuple[int | str, ...], ...] | None:
         """The groups as agent sets for a team of ``n_agents`` (None: one group per agent)."""
