@@ -398,9 +398,15 @@ class VectorMultiAgentEnv:
             it; ``False`` always uses the PettingZoo dicts.
 
     Examples:
-        >>> venv = VectorMultiAgentEnv([lambda: make_env("HalfCheetah-2x3")] * 4)  # doctest: +SKIP
-        >>> state, obs = venv.reset(seed=0)          # [4, 17], [4, 24]
+        >>> from dimalib.envs import make_env
+        >>> venv = VectorMultiAgentEnv([lambda: make_env("HalfCheetah-2x3")] * 4)
+        >>> state, obs = venv.reset(seed=0)
+        >>> tuple(state.shape), tuple(obs.shape)
+        ((4, 17), (4, 24))
         >>> out = venv.step(torch.zeros(4, 6))       # StepResult of [4, ...] tensors
+        >>> tuple(out.reward.shape)
+        (4,)
+        >>> venv.close()
     """
 
     #: ``reset(seed=s)`` seeds the copies (``s + i``); see :class:`RealVectorEnv`.
