@@ -3,6 +3,8 @@
 Each rank collects its own random-policy transitions (its own env seeds) into its replay buffer,
 then every update averages the ranks' gradients (:mod:`dimalib.training.distributed`), so the
 global batch of Table 4 is split across the ranks. Rank 0 prints the losses and saves the model.
+The whole DIMA+MAPPO loop (rank 0 collecting for every rank) runs under torchrun with
+``torchrun --nproc-per-node N examples/dima_mappo.py ...`` (``Trainer.distribute``).
 
     torchrun --nproc-per-node 2 examples/train_world_model_ddp.py --env toy --epochs 2
     torchrun --nproc-per-node 8 examples/train_world_model_ddp.py --env HalfCheetah-2x3 --device cuda
