@@ -389,7 +389,9 @@ class Trainer:
         by the number of ranks, gradients averaged: :func:`~dimalib.training.distributed.
         distributed_trainer`); rank 0 learns the policy in imagination, evaluates, logs
         (``log_dir`` is dropped on the other ranks) and checkpoints. On one rank the run equals
-        the undistributed one exactly. Returns ``self``.
+        the undistributed one exactly. A checkpoint holds rank 0's replay-sampling stream: after a
+        resume the other ranks draw fresh streams, so a multi-rank run resumes equivalently, not
+        bit for bit. Returns ``self``.
 
         Raises:
             RuntimeError: torch.distributed is not initialised, or the ranks' trainers differ
