@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for spec in specs:
         label, _, folder = spec.partition("=")
         steps, returns, wall = read_eval(Path(folder))
+        if len(steps) == 0:  # a run that has not evaluated yet (e.g. just started)
+            print(f"skipped {folder}: no evaluation yet")
+            continue
         groups[label].append((folder, steps, returns, wall))
         if args.copy_csv is not None:
             slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{label}-{Path(folder).name}")

@@ -44,13 +44,14 @@ def test_aggregate_table_and_small_csvs(tmp_path: Path) -> None:
         _run(tmp_path / f"a-{s}", [(5000, 1.0), (10000, final)])
     _run(tmp_path / "b-0", [(10000, 3.0)])
     _run(tmp_path / "a-short", [(5000, 2.0)])  # stopped early: left out at 10000
+    _run(tmp_path / "a-new", [])  # just started, no evaluation yet: skipped
     summary = curves.main([
         "--glob", f"A={tmp_path}/a-*", "--run", f"B={tmp_path}/b-0", "--at", "5000", "10000",
         "--out", str(tmp_path / "c.png"), "--summary", str(tmp_path / "s.json"),
         "--copy-csv", str(tmp_path / "csv"), "--bootstrap", "500",
     ])  # fmt: skip
     a = summary["groups"]["A"]["at"]
-    assert a["5000"]["n"] == 6
+    assert a["5000"]["n"] == 6 and len(summary["groups"]["A"]["runs"]) == 6
     assert a["10000"]["n"] == 5 and a["10000"]["mean"] == 120.0 and a["10000"]["iqm"] == 30.0
     assert a["5000"]["iqm"] == 1.0  # 1, 1, 1, 1, 1, 2: the middle four
     lo, hi = a["10000"]["ci95_iqm"]
