@@ -30,7 +30,7 @@ import torch
 
 from dimalib.utils.checks import check_int, check_tensor
 
-__all__ = ["AgentGroups", "MultiAgentSpec"]
+__all__ = ["AgentGroups", "MultiAgentSpec", "contiguous_groups"]
 
 AgentGroups = Mapping[str, Sequence[int | str]] | Sequence[tuple[str, Sequence[int | str]]]
 """Named agent groups: ``{"group name": (agent names or indices, ...)}`` or the same as pairs."""
@@ -61,6 +61,24 @@ def _as_float_tuple(name: str, value: float | Sequence[float], size: int) -> tup
     if len(out) != size:
         raise ValueError(f"{name}: expected a scalar or {size} values, received {len(out)} values")
     return out
+
+
+def contiguous_groups(n_agents: int, n_groups: int) -> tuple[tuple[int, ...], ...]:
+    """``n_groups`` groups of consecutive agents, as equal as possible (the first ones one larger).
+
+    Examples:
+        >>> contiguous_groups(5, 2)
+        ((0, 1, 2), (3, 4))
+    """
+    check_int("n_agents", n_agents)
+    check_int("n_groups", n_groups)
+    if n_groups > n_agents:
+        raise ValueError(f"n_groups: expected at most n_agents={n_agents}, received {n_groups}")
+    base, extra = divmod(n_agents, n_groups)
+    bounds = [0]
+    for g in range(n_groups):
+        bounds.append(bounds[-1] + base + (1 if g < extra else 0))
+    return tuple(tuple(range(bounds[g], bounds[g + 1])) for g in range(n_groups))
 
 
 def _normalise_groups(
@@ -263,12 +281,7 @@ class MultiAgentSpec:
             k = check_int("groups", groups)
             if k > self.n_agents:
                 raise ValueError(f"groups: expected at most n_agents={self.n_agents}, received {k}")
-            base, extra = divmod(self.n_agents, k)
-            sizes = [base + (g < extra) for g in range(k)]
-            starts = [sum(sizes[:g]) for g in range(k)]
-            groups = {
-                f"group{g}": self.agent_names[starts[g] : starts[g] + sizes[g]] for g in range(k)
-            }
+            groups = {f"group{g}": m for g, m in enumerate(contiguous_groups(self.n_agents, k))}
         return dataclasses.replace(self, groups=groups)
 
     @staticmethod

@@ -8,6 +8,7 @@ is reported (exit status 2) before anything is built or written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from dimalib.cli._display import GracefulInterrupt, Progress, plot_learning_curve
 from dimalib.cli.args import TrainArgs, UsageError, override, parse_args
 from dimalib.envs.mamujoco import UnknownEnvError
 from dimalib.training.config import ConfigError, TrainerConfig, env_family
-from dimalib.training.distributed import sync_flag
+from dimalib.training.distributed import init_from_env, sync_flag
 from dimalib.training.trainer import TOY_ENV, Trainer, check_env_name
 from dimalib.training.world_model_trainer import NonFiniteTrainingError
 from dimalib.utils.checks import check_device
@@ -126,10 +128,6 @@ def _under_torchrun() -> bool:
 def _join_process_group(args: TrainArgs) -> TrainArgs:
     """``torchrun``: gloo for CPU runs, NCCL for CUDA ones with one GPU per rank
     (``LOCAL_RANK``); returns the args with this rank's device."""
-    import dataclasses
-
-    from dimalib.training.distributed import init_from_env
-
     if args.resume and args.device is None:
         raise UsageError(
             "--device: under torchrun, --resume needs an explicit --device (cpu or cuda), so "
@@ -200,11 +198,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> in
         with trainer:
             return _train(trainer, out, args)
     finally:
-        if _under_torchrun():
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if _under_torchrun() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _train(trainer: Trainer, out: Path, args: TrainArgs) -> int:

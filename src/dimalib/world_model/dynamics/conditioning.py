@@ -92,7 +92,6 @@ class AgentActionEncoder(nn.Module):
         self.context = context
         n, m = spec.n_agents, spec.max_action_dim
         slots = _encoder_slots(spec.action_dims, share_groups)  # agent -> its encoder
-        self.shared = share_groups is not None and len(set(slots)) < n
         n_slots = max(slots) + 1
         dims = [spec.action_dims[slots.index(k)] for k in range(n_slots)]
         # Linear maps stored padded: agent i uses rows 0..action_dims[i]-1 of weight[slot(i)].
@@ -137,7 +136,11 @@ class AgentActionEncoder(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        self.shared = self.weight.shape[0] < self.spec.n_agents
+
+    @property
+    def shared(self) -> bool:
+        """True when some agents share an encoder (fewer encoders than agents)."""
+        return self.weight.shape[0] < self.spec.n_agents
 
     def _tokens(self, actions: torch.Tensor) -> torch.Tensor:
         """``[B, L, A]`` raw joint actions → ``[B, L, n, D]`` tokens."""

@@ -61,7 +61,7 @@ from typing import Any, Literal
 
 import torch
 
-from dimalib.spec import MultiAgentSpec
+from dimalib.spec import MultiAgentSpec, contiguous_groups
 from dimalib.utils.checks import check_int
 from dimalib.utils.io import restore_fields
 
@@ -232,24 +232,6 @@ def _membership(
     out = torch.zeros(len(groups), n_agents, dtype=torch.bool)
     out[list(owner.values()), list(owner.keys())] = True
     return out
-
-
-def contiguous_groups(n_agents: int, n_groups: int) -> tuple[tuple[int, ...], ...]:
-    """``n_groups`` groups of consecutive agents, as equal as possible (the first ones one larger).
-
-    Examples:
-        >>> contiguous_groups(5, 2)
-        ((0, 1, 2), (3, 4))
-    """
-    check_int("n_agents", n_agents)
-    check_int("n_groups", n_groups)
-    if n_groups > n_agents:
-        raise ValueError(f"n_groups: expected at most n_agents={n_agents}, received {n_groups}")
-    base, extra = divmod(n_agents, n_groups)
-    bounds = [0]
-    for g in range(n_groups):
-        bounds.append(bounds[-1] + base + (1 if g < extra else 0))
-    return tuple(tuple(range(bounds[g], bounds[g + 1])) for g in range(n_groups))
 
 
 @dataclass(frozen=True)
