@@ -322,17 +322,18 @@ class _Denoiser(nn.Module):
         def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
             return self.denoise(x, sigma, context, mask, tokens, revealed)
 
-        x = self.sampler.sample(
-            denoise,
-            (states.shape[0], self.spec.state_dim),
-            self.spec.n_agents,
-            order=order,
-            reveal=None if reveal is None else reveal.for_team(self.spec),
-            agent_names=self.spec.agent_names,
-            generator=generator,
-            device=states.device,
-            dtype=states.dtype,
-        )
+        with self.unet.frozen():  # the U-Net's weights are fixed for the sampler's steps
+            x = self.sampler.sample(
+                denoise,
+                (states.shape[0], self.spec.state_dim),
+                self.spec.n_agents,
+                order=order,
+                reveal=None if reveal is None else reveal.for_team(self.spec),
+                agent_names=self.spec.agent_names,
+                generator=generator,
+                device=states.device,
+                dtype=states.dtype,
+            )
         return self.from_model_space(x)
 
     # ----------------------------------------------------------- relabelling
