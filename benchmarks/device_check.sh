@@ -32,6 +32,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, record the stat
 } >"$MD" 2>&1
 step "cuda tests" 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py
 step "bench_dynamics" 60 python3 benchmarks/bench_dynamics.py --device cuda --repeats 20
+step "bench_unet" 40 python3 benchmarks/bench_unet.py --device cuda --rounds 3
 step "bench_imagination" 90 python3 benchmarks/bench_imagination.py --device cuda --repeats 3
 step "bench_buffer" 45 python3 benchmarks/bench_buffer.py --device cuda --repeats 50
 step "paper epoch" 150 python3 benchmarks/bench_epoch.py --preset paper --device cuda --fraction 0.25
