@@ -94,6 +94,15 @@ def test_seqconv_pickles_and_copies_without_caches() -> None:
         torch.testing.assert_close(clone(x), y)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_string_padding_keeps_conv1d(padding: str) -> None:
+    conv = SeqConv1d(3, 4, 3, padding=padding)
+    _randomise(conv)
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(conv(x), F.conv1d(x, conv.weight, conv.bias, padding=padding))
+    assert conv._dense_index == {}
+
+
 def test_long_sequences_use_conv1d(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above DENSE_MAX_LEN steps the layer is nn.Conv1d's forward (no banded matrix)."""
     conv = SeqConv1d(2, 2, 3, padding=1)
@@ -144,9 +153,11 @@ def test_frozen_reuses_matrices_and_sees_changes_between_blocks() -> None:
             banded = unet.conv_in._banded[4][0]
             unet(x, cond)
             assert unet.conv_in._banded[4][0] is banded  # built once
-        assert unet.conv_in._banded is None  # dropped on leaving
+            assert unet._stacked is not None  # the stacked condition projections, too
+        assert unet.conv_in._banded is None and unet._stacked is None  # dropped on leaving
     with torch.no_grad():
         unet.conv_in.weight.mul_(2)  # the next block sees the new weights
+        unet.mid[0].norm1.linear.weight.mul_(2)  # type: ignore[union-attr]
     with torch.inference_mode(), unet.frozen():
         second = unet(x, cond)
     assert not torch.allclose(first, second)

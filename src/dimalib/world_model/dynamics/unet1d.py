@@ -52,7 +52,14 @@ class SeqConv1d(nn.Conv1d):
         self._banded: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None = None
 
     def _dense(self) -> bool:
-        return self.groups == 1 and self.dilation == (1,) and self.padding_mode == "zeros"
+        """Whether the banded form applies: one group, no dilation, numeric zero padding (a
+        ``padding="same"``/``"valid"`` layer keeps ``F.conv1d``)."""
+        return (
+            self.groups == 1
+            and self.dilation == (1,)
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+        )
 
     def _index(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Gather indices of the banded matrix (into the kernel padded by one zero tap) and of the
@@ -68,7 +75,7 @@ class SeqConv1d(nn.Conv1d):
         self, length: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         (k,), (stride,) = self.kernel_size, self.stride
-        pad = cast(tuple[int], self.padding)[0]
+        pad = cast(tuple[int], self.padding)[0]  # numeric: _dense() refuses string paddings
         out_len = (length + 2 * pad - k) // stride + 1
         t_in = torch.arange(length)[:, None]  # (T, 1)
         t_out = torch.arange(out_len)[None, :]  # (1, T')
@@ -227,6 +234,12 @@ class UNet1D(nn.Module):
         self.conv_out = SeqConv1d(prev, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # the network starts by predicting 0
         nn.init.zeros_(self.conv_out.bias)  # type: ignore[arg-type]
+        # set only inside frozen(): the stacked condition projections (_stack_projections)
+        self._stacked: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_stacked", None)  # pickled before the frozen() cache
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
@@ -242,11 +255,21 @@ class UNet1D(nn.Module):
         convs = [m for m in self.modules() if isinstance(m, SeqConv1d)]
         for conv in convs:
             conv._banded = {}
+        self._stacked = self._stack_projections()
         try:
             yield
         finally:
             for conv in convs:
                 conv._banded = None
+            self._stacked = None
+
+    def _stack_projections(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Every norm's condition projection stacked in forward order: ``[Σ2C, cond_dim]``
+        weight, ``[Σ2C]`` bias and the per-norm sizes."""
+        norms = [n for b in self._blocks() for n in (b.norm1, b.norm2)]
+        weight = torch.cat([n.linear.weight for n in norms])  # (Σ2C, cond_dim)
+        bias = torch.cat([cast(torch.Tensor, n.linear.bias) for n in norms])
+        return weight, bias, [n.linear.out_features for n in norms]
 
     def _blocks(self) -> list[ResBlock1D]:
         """Every residual block in forward order (down, middle, up)."""
@@ -257,10 +280,7 @@ class UNet1D(nn.Module):
         """x: ``[B, C_in, T]``, cond: ``[B, cond_dim]`` → ``[B, C_out, T]``."""
         # every norm's (scale, shift) from one product with the stacked projection weights;
         # the same numbers as each norm's own linear layer
-        norms = [n for b in self._blocks() for n in (b.norm1, b.norm2)]
-        weight = torch.cat([n.linear.weight for n in norms])  # (ΣC·2, cond_dim)
-        bias = torch.cat([cast(torch.Tensor, n.linear.bias) for n in norms])
-        sizes = [n.linear.out_features for n in norms]
+        weight, bias, sizes = self._stack_projections() if self._stacked is None else self._stacked
         projected = iter(F.linear(cond, weight, bias).split(sizes, dim=1))  # (B, 2C) each
 
         def run(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
