@@ -39,6 +39,7 @@ from torch.distributions import Beta, Normal
 
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_tensor
+from dimalib.utils.linear import Linear
 
 if TYPE_CHECKING:
     from dimalib.algorithms.mappo import MAPPOConfig
@@ -76,7 +77,7 @@ def mlp(in_dim: int, hidden_dim: int, num_layers: int, feature_norm: bool) -> nn
     layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if feature_norm else []
     dim = in_dim
     for _ in range(num_layers):
-        linear = nn.Linear(dim, hidden_dim)
+        linear = Linear(dim, hidden_dim)
         nn.init.orthogonal_(linear.weight, gain=nn.init.calculate_gain("relu"))
         nn.init.zeros_(linear.bias)
         layers += [linear, nn.ReLU(), nn.LayerNorm(hidden_dim)]
@@ -86,7 +87,7 @@ def mlp(in_dim: int, hidden_dim: int, num_layers: int, feature_norm: bool) -> nn
 
 def linear_head(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
     """Output layer ``Linear(in_dim, out_dim)``: orthogonal weights of gain ``gain``, zero bias."""
-    linear = nn.Linear(in_dim, out_dim)
+    linear = Linear(in_dim, out_dim)
     nn.init.orthogonal_(linear.weight, gain=gain)
     nn.init.zeros_(linear.bias)
     return linear

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_finite, check_int, check_tensor
+from dimalib.utils.linear import Linear
 
 __all__ = ["FSQStateDecoder", "StateDecoderConfig"]
 
@@ -97,7 +98,7 @@ def _mlp(in_dim: int, hidden: int, out_dim: int, num_layers: int) -> nn.Sequenti
     dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
     layers: list[nn.Module] = []
     for i in range(num_layers):
-        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        layers.append(Linear(dims[i], dims[i + 1]))
         if i < num_layers - 1:
             layers.append(nn.GELU())
     return nn.Sequential(*layers)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_int, check_tensor
+from dimalib.utils.linear import Linear, linear
 
 __all__ = ["KVCache", "RewardTerminationConfig", "RewardTerminationGPT"]
 
@@ -173,13 +174,15 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with a fused QKV projection and optional KV cache."""
 
+    onednn: bool = True  # the split projections' products through dimalib.utils.linear
+
     def __init__(self, config: RewardTerminationConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.attn_pdrop = config.attn_pdrop
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.qkv = Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = Linear(config.n_embd, config.n_embd)
         self.resid_drop = nn.Dropout(config.resid_pdrop)
 
     def forward(
@@ -214,9 +217,10 @@ class CausalSelfAttention(nn.Module):
             # only the selected queries are needed: split the fused projection
             w_q, w_kv = self.qkv.weight.split([c, 2 * c])
             b_q, b_kv = self.qkv.bias.split([c, 2 * c])
-            kv = F.linear(h, w_kv, b_kv)  # (B, T, 2C)
+            product = linear if self.onednn else F.linear
+            kv = product(h, w_kv, b_kv)  # (B, T, 2C)
             k, v = rearrange(kv, "b t (k h d) -> k b h t d", k=2, h=self.n_head)
-            q = F.linear(h[:, query_index], w_q, b_q)  # (B, Tq, C)
+            q = product(h[:, query_index], w_q, b_q)  # (B, Tq, C)
             q = rearrange(q, "b t (h d) -> b h t d", h=self.n_head)
         dropout_p = self.attn_pdrop if self.training else 0.0
         if cache is None:
@@ -246,9 +250,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         hidden = config.mlp_ratio * config.n_embd
         self.mlp = nn.Sequential(
-            nn.Linear(config.n_embd, hidden),
+            Linear(config.n_embd, hidden),
             nn.GELU(),
-            nn.Linear(hidden, config.n_embd),
+            Linear(hidden, config.n_embd),
             nn.Dropout(config.resid_pdrop),
         )
 
@@ -280,11 +284,11 @@ class Block(nn.Module):
 def _mlp_head(width: int, hidden: int) -> nn.Sequential:
     """3-layer MLP head ``C -> hidden -> hidden -> 1`` (App. G.1)."""
     return nn.Sequential(
-        nn.Linear(width, hidden),
+        Linear(width, hidden),
         nn.GELU(),
-        nn.Linear(hidden, hidden),
+        Linear(hidden, hidden),
         nn.GELU(),
-        nn.Linear(hidden, 1),
+        Linear(hidden, 1),
     )
 
 
@@ -321,10 +325,10 @@ class RewardTerminationGPT(nn.Module):
         self.config = config
         c = config.n_embd
         # token embeddings
-        self.state_emb = nn.Sequential(nn.Linear(spec.state_dim, c), nn.GELU(), nn.Linear(c, c))
+        self.state_emb = nn.Sequential(Linear(spec.state_dim, c), nn.GELU(), Linear(c, c))
         self.action_weight = nn.Parameter(torch.empty(spec.n_agents, spec.max_action_dim, c))
         self.agent_emb = nn.Parameter(torch.empty(spec.n_agents, c))
-        self.action_out = nn.Linear(c, c)
+        self.action_out = Linear(c, c)
         self.pos_emb = nn.Parameter(torch.empty(1, 2 * config.max_steps, c))
         self.drop = nn.Dropout(config.embd_pdrop)
         # trunk

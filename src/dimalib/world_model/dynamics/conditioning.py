@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dimalib.spec import MultiAgentSpec
+from dimalib.utils.linear import Linear
 
 __all__ = ["ActionContext", "AgentActionEncoder"]
 
@@ -105,9 +106,9 @@ class AgentActionEncoder(nn.Module):
         self.agent_embedding = nn.Parameter(torch.randn(n, token_dim) * 0.02)
         self.time_embedding = nn.Parameter(torch.randn(context, token_dim) * 0.02)
         self.token_mlp = nn.Sequential(
-            nn.SiLU(), nn.Linear(token_dim, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim)
+            nn.SiLU(), Linear(token_dim, token_dim), nn.SiLU(), Linear(token_dim, token_dim)
         )
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(token_dim, out_dim))
+        self.out = nn.Sequential(nn.SiLU(), Linear(token_dim, out_dim))
         low, high = spec.action_bounds()
         self.register_buffer("pad_index", torch.tensor(spec.action_pad_index), persistent=False)
         self.register_buffer("pad_mask", spec.action_mask(), persistent=False)

@@ -29,6 +29,7 @@ from torch import nn
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_keys, check_tensor
 from dimalib.utils.io import restore_fields
+from dimalib.utils.linear import Linear
 from dimalib.world_model.dynamics.conditioning import ActionContext, AgentActionEncoder
 from dimalib.world_model.dynamics.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
 from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
@@ -90,9 +91,9 @@ class _Denoiser(nn.Module):
         )
         self.noise_embedding = nn.Sequential(
             FourierFeatures(config.cond_dim),
-            nn.Linear(config.cond_dim, config.cond_dim),
+            Linear(config.cond_dim, config.cond_dim),
             nn.SiLU(),
-            nn.Linear(config.cond_dim, config.cond_dim),
+            Linear(config.cond_dim, config.cond_dim),
         )
         # input channels: the state's features plus a flag that is 0 on padded context steps
         self.unet = UNet1D(

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimalib.utils.linear import Linear, linear
+
 __all__ = ["AdaGroupNorm", "FourierFeatures", "ResBlock1D", "SeqConv1d", "UNet1D"]
 
 GROUP_SIZE = 32  # channels per group in every group norm, as DIAMOND
@@ -35,15 +37,18 @@ DENSE_MAX_LEN = 4
 
 class SeqConv1d(nn.Conv1d):
     """``nn.Conv1d`` (same parameters, state dict and result) that computes short sequences as one
-    matrix product: ``[B, C·T] @ [C·T, O·T'] -> [B, O, T']``.
+    matrix product: ``[B, C·T] @ [O·T', C·T]ᵀ -> [B, O, T']`` (a linear layer, through
+    :func:`dimalib.utils.linear.linear` while ``onednn`` is True).
 
-    The ``[C·T, O·T']`` matrix holds kernel tap ``W[o, c, j]`` at row ``(c, t)`` and column
-    ``(o, t')`` where ``t = t'·stride − padding + j``, and 0 elsewhere (zero padding). It is
+    The ``[O·T', C·T]`` matrix holds kernel tap ``W[o, c, j]`` at row ``(o, t')`` and column
+    ``(c, t)`` where ``t = t'·stride − padding + j``, and 0 elsewhere (zero padding). It is
     gathered from the kernel on every call, so gradients reach ``weight`` and ``bias`` as through
     ``F.conv1d``; inside :meth:`UNet1D.frozen` (the sampler's steps, where the parameters do not
     change) it is gathered once. Used on the CPU for inputs of at most :data:`DENSE_MAX_LEN`
     steps; otherwise, and on other devices, this is ``nn.Conv1d``.
     """
+
+    onednn: bool = True  # the banded product through dimalib.utils.linear
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,9 +89,10 @@ class SeqConv1d(nn.Conv1d):
         c = torch.arange(self.in_channels)[:, None, None, None]
         o = torch.arange(self.out_channels)[None, None, :, None]
         flat = (o * self.in_channels + c) * (k + 1) + tap[None, :, None, :]  # (C, T, O, T')
+        flat = flat.permute(2, 3, 0, 1)  # (O, T', C, T): rows are outputs, as a linear weight
         bias_index = torch.arange(self.out_channels).repeat_interleave(out_len)  # (O·T',)
         return (
-            flat.reshape(self.in_channels * length, -1).to(device),
+            flat.reshape(self.out_channels * out_len, -1).to(device),
             bias_index.to(device),
             out_len,
         )
@@ -102,18 +108,19 @@ class SeqConv1d(nn.Conv1d):
         """The banded-matrix convolution of ``[B, C, T]``, whatever ``T``."""
         banded, bias, out_len = self._matrices(x.shape[-1], x.device)
         flat = x.reshape(x.shape[0], -1)  # (B, C·T)
-        out = flat @ banded if bias is None else torch.addmm(bias, flat, banded)  # (B, O·T')
+        product = linear if self.onednn else F.linear
+        out = product(flat, banded, bias)  # (B, O·T')
         return out.view(x.shape[0], self.out_channels, out_len)  # (B, O, T')
 
     def _matrices(
         self, length: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        """The banded ``[C·T, O·T']`` matrix and the ``[O·T']`` bias for ``length`` steps."""
+        """The banded ``[O·T', C·T]`` matrix and the ``[O·T']`` bias for ``length`` steps."""
         index, bias_index, out_len = self._index(length, device)
         cached = None if self._banded is None else self._banded.get(length)
         if cached is not None:
             return cached[0], cached[1], out_len
-        banded = torch.take(F.pad(self.weight, (0, 1)), index)  # (C·T, O·T')
+        banded = torch.take(F.pad(self.weight, (0, 1)), index)  # (O·T', C·T)
         bias = None if self.bias is None else torch.take(self.bias, bias_index)  # (O·T',)
         if self._banded is not None:
             self._banded[length] = (banded, bias)
@@ -151,7 +158,7 @@ class AdaGroupNorm(nn.Module):
     def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()
         self.num_groups = max(1, channels // GROUP_SIZE)
-        self.linear = nn.Linear(cond_dim, 2 * channels)
+        self.linear = Linear(cond_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # x: (B, C, T), cond: (B, cond_dim)
@@ -199,6 +206,8 @@ class UNet1D(nn.Module):
     stride-2 convolution (not after the last level). Middle: two blocks. Up path: mirror of the
     down path; each level first upsamples (nearest) to its skip's length and concatenates it.
     """
+
+    onednn: bool = True  # the stacked condition projection through dimalib.utils.linear
 
     def __init__(
         self,
@@ -281,7 +290,8 @@ class UNet1D(nn.Module):
         # every norm's (scale, shift) from one product with the stacked projection weights;
         # the same numbers as each norm's own linear layer
         weight, bias, sizes = self._stack_projections() if self._stacked is None else self._stacked
-        projected = iter(F.linear(cond, weight, bias).split(sizes, dim=1))  # (B, 2C) each
+        product = linear if self.onednn else F.linear
+        projected = iter(product(cond, weight, bias).split(sizes, dim=1))  # (B, 2C) each
 
         def run(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
             return cast(ResBlock1D, block).modulated(h, next(projected), next(projected))

@@ -1,0 +1,165 @@
+"""Float32 linear layers through oneDNN on the CPU (a speed choice; the result is float32 math).
+
+PyTorch sends a CPU float32 ``F.linear`` to MKL's ``sgemm``. On AMD CPUs MKL runs its AVX2 code
+even where the core has AVX-512, while oneDNN (bundled with PyTorch, ``torch.backends.mkldnn``)
+uses AVX-512. Measured on the 2-core Zen 5 development VM (2026-12-02, 1 thread, two other
+processes running): float32 products of the world model's shapes ran 2.0–3.4× faster through
+``torch.ops.mkldnn._linear_pointwise`` than through ``F.linear`` (e.g. ``[3840, 256] × [256,
+1024]``: 58 → 120 GFLOP/s; ``[1920, 256] × [256, 64]``: 1.11 → 0.32 ms), with float32 accuracy
+(max error against float64 5e-5 on sums of 256 unit-variance products, ``F.linear`` 3e-5).
+
+:func:`linear` is ``F.linear`` with that routing: a float32 CPU product outside autocast and
+``torch.compile`` goes through oneDNN, forward and backward (an autograd function whose three
+products, input gradient and weight gradient included, are oneDNN products); anything else
+(CUDA, other dtypes, autocast, compilation, empty inputs, a PyTorch without the operator) is
+``F.linear`` itself. :class:`Linear` is ``nn.Linear`` with that forward and an ``onednn``
+attribute (True by default) to switch it off per layer; :func:`set_onednn` switches every
+:class:`Linear` of a model (e.g. to compare against MKL, ``benchmarks/bench_linear.py``). The
+parameters, their names, init and ``state_dict`` are ``nn.Linear``'s, so checkpoints are the same.
+Results equal ``F.linear``'s to float32 rounding, not bit for bit (another summation order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+__all__ = ["MIN_MACS", "Linear", "linear", "onednn_available", "set_onednn", "uses_onednn"]
+
+_OP: Any = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+def onednn_available() -> bool:
+    """True where PyTorch was built with oneDNN and exposes its pointwise linear operator."""
+    if _OP is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:  # the overload registry resolves lazily: a missing kernel shows up here
+        _ = _OP.default
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+_AVAILABLE = onednn_available()
+
+#: Smallest product (multiply-adds, ``M·K·N``) sent to oneDNN: below it oneDNN's fixed cost per
+#: call (about 15 µs) exceeds what it saves. Measured on the Zen 5 VM (1 thread): break-even
+#: between 0.5 and 2 million multiply-adds (e.g. ``[128, 64] × [64, 256]`` 45 → 32 µs,
+#: ``[32, 64] × [64, 256]`` 14 → 19 µs).
+MIN_MACS = 1 << 20
+
+
+def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias`` by oneDNN (float32 CPU tensors)."""
+    out: Tensor = _OP(x, weight, bias, "none", [], "")
+    return out
+
+
+def _dense(x: Tensor) -> Tensor:
+    """``x`` in row-major order: oneDNN is several times slower on other strides (measured: a
+    cpu-preset GPT update 4× slower when its gradients arrived strided)."""
+    return x if x.is_contiguous() else x.contiguous()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` whose forward and backward products run in oneDNN."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return _product(x, weight, bias)  # (..., N)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        n_out, n_in = weight.shape
+        g = _dense(grad).reshape(-1, n_out)  # (M, N)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # (M, N) @ (N, K): oneDNN multiplies by the transpose of its second argument
+            grad_x = _product(g, weight.t().contiguous(), None).reshape(x.shape)  # (..., K)
+        if ctx.needs_input_grad[1]:
+            x2 = x.reshape(-1, n_in)  # (M, K), x saved dense
+            # (N, M) @ (M, K) on transposed views (measured faster than on transposed copies)
+            grad_w = _product(g.t(), x2.t(), None)  # (N, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)  # (N,)
+        return grad_x, grad_w, grad_b
+
+
+def _autocast_on() -> bool:
+    try:
+        return bool(torch.is_autocast_enabled("cpu"))
+    except TypeError:  # torch < 2.4: no device argument
+        return bool(torch.is_autocast_cpu_enabled())
+
+
+def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
+    """Whether :func:`linear` sends this product to oneDNN: float32 CPU tensors, ``x`` of two
+    or more dimensions, at least :data:`MIN_MACS` multiply-adds, outside autocast and
+    ``torch.compile``."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return (
+        _AVAILABLE
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and x.dim() >= 2
+        and x.numel() * weight.shape[0] >= MIN_MACS
+        and weight.dim() == 2
+        and not _autocast_on()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``: ``x [..., K]``, ``weight [N, K]``, ``bias [N]`` ->
+    ``[..., N]``, through oneDNN where :func:`uses_onednn` says so."""
+    if not uses_onednn(x, weight, bias):
+        return F.linear(x, weight, bias)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"x: expected last dimension {weight.shape[1]} (weight {tuple(weight.shape)}), "
+            f"received shape {tuple(x.shape)}"
+        )
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias)
+    ):
+        out: Tensor = _OneDNNLinear.apply(_dense(x), _dense(weight), bias)
+        return out
+    return _product(_dense(x), _dense(weight), bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose float32 CPU product runs in oneDNN (see the module docstring).
+
+    ``onednn = False`` on an instance gives ``F.linear`` exactly.
+
+    Examples:
+        >>> layer = Linear(4, 3)
+        >>> torch.allclose(layer(torch.ones(2, 4)), F.linear(torch.ones(2, 4), layer.weight,
+        ...     layer.bias), atol=1e-6)
+        True
+    """
+
+    onednn: bool = True
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
+        if self.onednn:
+            return linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+def set_onednn(module: nn.Module, enabled: bool) -> int:
+    """Set ``onednn`` on every submodule of ``module`` whose class declares it (:class:`Linear`,
+    and modules that route their own products through :func:`linear`); returns how many."""
+    count = 0
+    for m in module.modules():
+        if isinstance(getattr(type(m), "onednn", None), bool):
+            setattr(m, "onednn", enabled)  # noqa: B010  (any module class declaring the flag)
+            count += 1
+    return count
