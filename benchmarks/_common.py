@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -11,18 +12,26 @@ import torch
 
 
 def machine() -> str:
-    """One line naming the CPU (or GPU), the thread count and torch's version."""
+    """One line naming the CPU (model, family/model numbers, vector ISA torch uses) or GPU, the
+    thread count, the 1-minute load average and torch's version (the development VM's CPU
+    changes between sessions: Zen 3 with AVX2 and Zen 5 with AVX-512 both occurred)."""
     cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor is enough
     except OSError:
         pass
+    if "model name" in fields:
+        cpu = f"{fields['model name']} (family {fields.get('cpu family', '?')} model "
+        cpu += f"{fields.get('model', '?')}, {torch.backends.cpu.get_cpu_capability()})"
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {torch.get_num_threads()} threads{gpu}{load}, torch {torch.__version__}"
 
 
 def sync(device: torch.device) -> None:

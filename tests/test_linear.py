@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from torch import nn
 
 from dimalib.spec import MultiAgentSpec
-from dimalib.utils.linear import MIN_MACS, Linear, linear, onednn_available, set_onednn, uses_onednn
+from dimalib.utils.linear import (
+    MIN_MACS,
+    MIN_MACS_GRAD,
+    Linear,
+    _OneDNNLinear,  # the oneDNN path forced, for the property test
+    linear,
+    onednn_available,
+    set_onednn,
+    uses_onednn,
+)
 from dimalib.world_model.reward_termination import RewardTerminationConfig, RewardTerminationGPT
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="PyTorch without oneDNN")
@@ -35,7 +44,7 @@ def _reference(x, w, b):  # type: ignore[no-untyped-def]
 @needs_onednn
 @pytest.mark.parametrize(
     ("lead", "k", "n", "bias"),
-    [((3840,), 256, 1024, True), ((64, 30), 64, 256, True), ((200,), 128, 64, False)],
+    [((3840,), 256, 1024, True), ((64, 30), 64, 256, True), ((1200,), 128, 64, False)],
 )
 def test_values_and_gradients_match_f_linear(
     lead: tuple[int, ...], k: int, n: int, bias: bool
@@ -79,6 +88,12 @@ def test_falls_back_where_onednn_does_not_apply() -> None:
     big = torch.randn(2048, 64), torch.randn(64, 64)
     small = torch.randn(8, 16), torch.randn(4, 16)
     assert MIN_MACS > 8 * 16 * 4 and not uses_onednn(*small)
+    # with a gradient to compute the bar is higher (the backward's own fixed cost)
+    mid = torch.randn(1024, 64, requires_grad=True), torch.randn(64, 64)
+    assert MIN_MACS <= 1024 * 64 * 64 < MIN_MACS_GRAD
+    assert not uses_onednn(*mid)
+    with torch.no_grad():
+        assert uses_onednn(*mid) == onednn_available()
     assert not uses_onednn(big[0].double(), big[1].double())
     assert not uses_onednn(big[0].bfloat16(), big[1].bfloat16())
     assert not uses_onednn(torch.randn(64), big[1])  # 1-D input
@@ -94,6 +109,7 @@ def test_falls_back_where_onednn_does_not_apply() -> None:
 @needs_onednn
 def test_inference_mode_and_bad_shape() -> None:
     x, w, b = torch.randn(512, 64), torch.randn(128, 64), torch.randn(128)
+    assert uses_onednn(x, w, b)
     with torch.inference_mode():
         out = linear(x, w, b)
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
@@ -160,7 +176,8 @@ def test_property_equals_f_linear(m: int, k: int, n: int, bias: bool) -> None:
     w = torch.randn(n, k, generator=gen, requires_grad=True)
     b = torch.randn(n, generator=gen, requires_grad=True) if bias else None
     g = torch.randn(m, n, generator=gen)
-    out, grads = _grads(linear, x, w, b, g)
+    # the oneDNN function itself, whatever the size (linear() would fall back below MIN_MACS)
+    out, grads = _grads(_OneDNNLinear.apply, x, w, b, g)
     ref, ref_grads = _grads(F.linear, x, w, b, g)
     tol = 1e-5 * max(1.0, k**0.5)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=tol)

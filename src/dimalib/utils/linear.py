@@ -2,17 +2,20 @@
 
 PyTorch sends a CPU float32 ``F.linear`` to MKL's ``sgemm``. On AMD CPUs MKL runs its AVX2 code
 even where the core has AVX-512, while oneDNN (bundled with PyTorch, ``torch.backends.mkldnn``)
-uses AVX-512. Measured on the 2-core Zen 5 development VM (2026-12-02, 1 thread, two other
-processes running): float32 products of the world model's shapes ran 2.0–3.4× faster through
-``torch.ops.mkldnn._linear_pointwise`` than through ``F.linear`` (e.g. ``[3840, 256] × [256,
-1024]``: 58 → 120 GFLOP/s; ``[1920, 256] × [256, 64]``: 1.11 → 0.32 ms), with float32 accuracy
-(max error against float64 5e-5 on sums of 256 unit-variance products, ``F.linear`` 3e-5).
+uses AVX-512. Measured on the 2-core Zen 5 development VM (2026-12-02, nothing else running,
+``benchmarks/bench_linear.py``): float32 products of the world model's shapes ran 1.6–2.3× faster
+through ``torch.ops.mkldnn._linear_pointwise`` than through ``F.linear`` at 1 thread, forward
+and backward (``[3840, 256] × [256, 768]``: 95 → 209 GFLOP/s forward, 87 → 154 forward +
+backward), 1.1–2.1× at 2 threads, with float32 accuracy (max error against float64 5e-5 on sums
+of 256 unit-variance products, ``F.linear`` 3e-5). On CPUs where MKL uses AVX-512 the two are
+expected to be close; :func:`set_onednn` switches it off.
 
 :func:`linear` is ``F.linear`` with that routing: a float32 CPU product outside autocast and
 ``torch.compile`` goes through oneDNN, forward and backward (an autograd function whose three
 products, input gradient and weight gradient included, are oneDNN products); anything else
 (CUDA, other dtypes, autocast, compilation, empty inputs, a PyTorch without the operator) is
-``F.linear`` itself. :class:`Linear` is ``nn.Linear`` with that forward and an ``onednn``
+``F.linear`` itself; so are products too small to gain (:data:`MIN_MACS`,
+:data:`MIN_MACS_GRAD`). :class:`Linear` is ``nn.Linear`` with that forward and an ``onednn``
 attribute (True by default) to switch it off per layer; :func:`set_onednn` switches every
 :class:`Linear` of a model (e.g. to compare against MKL, ``benchmarks/bench_linear.py``). The
 parameters, their names, init and ``state_dict`` are ``nn.Linear``'s, so checkpoints are the same.
@@ -28,7 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["MIN_MACS", "Linear", "linear", "onednn_available", "set_onednn", "uses_onednn"]
+__all__ = [
+    "MIN_MACS",
+    "MIN_MACS_GRAD",
+    "Linear",
+    "linear",
+    "onednn_available",
+    "set_onednn",
+    "uses_onednn",
+]
 
 _OP: Any = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
@@ -46,11 +57,16 @@ def onednn_available() -> bool:
 
 _AVAILABLE = onednn_available()
 
-#: Smallest product (multiply-adds, ``M·K·N``) sent to oneDNN: below it oneDNN's fixed cost per
-#: call (about 15 µs) exceeds what it saves. Measured on the Zen 5 VM (1 thread): break-even
-#: between 0.5 and 2 million multiply-adds (e.g. ``[128, 64] × [64, 256]`` 45 → 32 µs,
-#: ``[32, 64] × [64, 256]`` 14 → 19 µs).
-MIN_MACS = 1 << 20
+#: Smallest product (multiply-adds, ``M·K·N``) sent to oneDNN without gradients: below it the
+#: fixed cost of a oneDNN call (about 15 µs) exceeds what it saves. Measured on the Zen 5 VM
+#: (quiet, 1 and 2 threads): forward break-even at 1-2 million multiply-adds (``[600, 64] ×
+#: [64, 64]``, 2.5 M: 1.08× at 2 threads, 1.46× at 1; ``[64, 64] × [64, 256]``, 1 M: 0.87×).
+MIN_MACS = 1 << 21
+#: The same when gradients are recorded: the autograd function's backward adds two more oneDNN
+#: calls and Python overhead (about 60 µs), so forward + backward breaks even near 5 million
+#: multiply-adds (``[1200, 64] × [64, 64]``: 1.02×; ``[512, 128] × [128, 128]``, 8.4 M: 1.18× at
+#: 2 threads, 1.54× at 1; ``[256, 128] × [128, 128]``, 4.2 M: 0.92× at 2 threads).
+MIN_MACS_GRAD = 1 << 23
 
 
 def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -100,17 +116,23 @@ def _autocast_on() -> bool:
         return bool(torch.is_autocast_cpu_enabled())
 
 
+def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias)
+    )
+
+
 def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
     """Whether :func:`linear` sends this product to oneDNN: float32 CPU tensors, ``x`` of two
-    or more dimensions, at least :data:`MIN_MACS` multiply-adds, outside autocast and
-    ``torch.compile``."""
+    or more dimensions, at least :data:`MIN_MACS` multiply-adds (:data:`MIN_MACS_GRAD` when a
+    gradient will be computed), outside autocast and ``torch.compile``."""
     tensors = (x, weight) if bias is None else (x, weight, bias)
+    if not (_AVAILABLE and x.dim() >= 2 and weight.dim() == 2):
+        return False
+    least = MIN_MACS_GRAD if _needs_grad(x, weight, bias) else MIN_MACS
     return (
-        _AVAILABLE
+        x.numel() * weight.shape[0] >= least
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and x.dim() >= 2
-        and x.numel() * weight.shape[0] >= MIN_MACS
-        and weight.dim() == 2
         and not _autocast_on()
         and not torch.compiler.is_compiling()
     )
@@ -126,9 +148,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"x: expected last dimension {weight.shape[1]} (weight {tuple(weight.shape)}), "
             f"received shape {tuple(x.shape)}"
         )
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias)
-    ):
+    if _needs_grad(x, weight, bias):
         out: Tensor = _OneDNNLinear.apply(_dense(x), _dense(weight), bias)
         return out
     return _product(_dense(x), _dense(weight), bias)
