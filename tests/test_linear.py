@@ -184,3 +184,28 @@ def test_property_equals_f_linear(m: int, k: int, n: int, bias: bool) -> None:
     for got, want in zip(grads, ref_grads, strict=True):
         if want is not None:
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(k, m, n))
+
+
+def test_torch_func_transforms_and_double_backward() -> None:
+    """vmap and torch.func.grad fall back to F.linear; a gradient of a gradient (create_graph)
+    goes through differentiable products and equals F.linear's."""
+    torch.manual_seed(0)
+    layer = Linear(256, 256)
+    x = torch.randn(4, 512, 256)
+    out = torch.vmap(layer)(x)
+    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    w = layer.weight.detach()
+    got = torch.func.grad(lambda w: linear(x[0], w).square().sum())(w)
+    want = torch.func.grad(lambda w: F.linear(x[0], w).square().sum())(w)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+    results = []
+    for fn in (linear, F.linear):
+        xx = x[0].clone().requires_grad_(True)
+        assert fn is F.linear or uses_onednn(xx, layer.weight, layer.bias)
+        y = fn(xx, layer.weight, layer.bias).square().sum()
+        (g,) = torch.autograd.grad(y, xx, create_graph=True)
+        layer.zero_grad()
+        g.square().sum().backward()
+        results.append([layer.weight.grad.clone(), layer.bias.grad.clone(), xx.grad.clone()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())

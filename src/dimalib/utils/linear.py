@@ -13,7 +13,8 @@ expected to be close; :func:`set_onednn` switches it off.
 :func:`linear` is ``F.linear`` with that routing: a float32 CPU product outside autocast and
 ``torch.compile`` goes through oneDNN, forward and backward (an autograd function whose three
 products, input gradient and weight gradient included, are oneDNN products); anything else
-(CUDA, other dtypes, autocast, compilation, empty inputs, a PyTorch without the operator) is
+(CUDA, other dtypes, autocast, compilation, ``torch.func`` transforms, a PyTorch without the
+operator) is
 ``F.linear`` itself; so are products too small to gain (:data:`MIN_MACS`,
 :data:`MIN_MACS_GRAD`). :class:`Linear` is ``nn.Linear`` with that forward and an ``onednn``
 attribute (True by default) to switch it off per layer; :func:`set_onednn` switches every
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 __all__ = [
     "MIN_MACS",
@@ -91,22 +92,34 @@ class _OneDNNLinear(torch.autograd.Function):
         return _product(x, weight, bias)  # (..., N)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         n_out, n_in = weight.shape
         g = _dense(grad).reshape(-1, n_out)  # (M, N)
+        x2 = x.reshape(-1, n_in)  # (M, K), x saved dense
+        # create_graph=True (a gradient of a gradient): differentiable ATen products instead
+        tracked = torch.is_grad_enabled()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             # (M, N) @ (N, K): oneDNN multiplies by the transpose of its second argument
-            grad_x = _product(g, weight.t().contiguous(), None).reshape(x.shape)  # (..., K)
+            grad_x = g @ weight if tracked else _product(g, weight.t().contiguous(), None)
+            grad_x = grad_x.reshape(x.shape)  # (..., K)
         if ctx.needs_input_grad[1]:
-            x2 = x.reshape(-1, n_in)  # (M, K), x saved dense
-            # (N, M) @ (M, K) on transposed views (measured faster than on transposed copies)
-            grad_w = _product(g.t(), x2.t(), None)  # (N, K)
+            # (N, M) @ (M, K), on transposed views (measured faster than on transposed copies)
+            grad_w = g.t() @ x2 if tracked else _product(g.t(), x2.t(), None)  # (N, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)  # (N,)
         return grad_x, grad_w, grad_b
+
+
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3: no compiler
+_WRAPPED = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
+def _wrapped(t: Tensor) -> bool:
+    """A tensor of a ``torch.func`` transform (vmap, grad, jvp), which custom functions without
+    ``setup_context`` cannot take."""
+    return _WRAPPED is not None and bool(_WRAPPED(t))
 
 
 def _autocast_on() -> bool:
@@ -129,12 +142,14 @@ def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
     tensors = (x, weight) if bias is None else (x, weight, bias)
     if not (_AVAILABLE and x.dim() >= 2 and weight.dim() == 2):
         return False
+    if any(_wrapped(t) for t in tensors):  # inside vmap / torch.func.grad: ATen's own rules
+        return False
     least = MIN_MACS_GRAD if _needs_grad(x, weight, bias) else MIN_MACS
     return (
         x.numel() * weight.shape[0] >= least
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         and not _autocast_on()
-        and not torch.compiler.is_compiling()
+        and not _compiling()
     )
 
 
