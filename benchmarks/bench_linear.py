@@ -3,7 +3,10 @@
 Two tables:
 
 * **products**: forward and forward+backward of the world model's and MAPPO's linear shapes
-  (rows ``M``, in ``K``, out ``N``), GFLOP/s through each library and the ratio;
+  (rows ``M``, in ``K``, out ``N``), GFLOP/s through each library and the ratio, both forced
+  (``F.linear`` against the oneDNN autograd function); the second column says where
+  ``dimalib.utils.linear.linear`` routes the shape (below ``MIN_MACS_GRAD`` only without a
+  gradient, below ``MIN_MACS`` never). Forward+backward calls accumulate into ``.grad`` in both;
 * **epoch** (``--epoch``): the phases of one Algorithm-1 epoch (as ``bench_epoch.py``), each timed
   with every dimalib layer on MKL and on oneDNN in turn (``dimalib.utils.linear.set_onednn``),
   A, B, A, B, ... in one process; medians and the ratio.
@@ -28,7 +31,13 @@ from torch import nn
 
 from dimalib.training import trainer_config
 from dimalib.training.trainer import Trainer
-from dimalib.utils.linear import _OneDNNLinear, onednn_available, set_onednn
+from dimalib.utils.linear import (
+    MIN_MACS,
+    MIN_MACS_GRAD,
+    _OneDNNLinear,
+    onednn_available,
+    set_onednn,
+)
 
 # (M, K, N): paper GPT (128 × 30 tokens, width 256), cpu-preset GPT (64 × 30 tokens, width 64),
 # paper decoder (256, hidden 512), MAPPO minibatches and imagination batches (hidden 64)
@@ -61,8 +70,13 @@ def _product_row(m: int, k: int, n: int, repeats: int) -> tuple[str, ...]:
         fwd_dnn = _ms(lambda: _OneDNNLinear.apply(x, w, b), repeats)
     both_mkl = _ms(lambda: F.linear(x, w, b).backward(g), repeats)
     both_dnn = _ms(lambda: _OneDNNLinear.apply(x, w, b).backward(g), repeats)
+    macs = m * k * n
+    routed = (
+        "oneDNN" if macs >= MIN_MACS_GRAD else "oneDNN without grad" if macs >= MIN_MACS else "MKL"
+    )
     return (
         f"{m}×{k} → {n}",
+        routed,
         f"{gflop / fwd_mkl * 1e3:.0f}", f"{gflop / fwd_dnn * 1e3:.0f}", f"{fwd_mkl / fwd_dnn:.2f}",
         f"{3 * gflop / both_mkl * 1e3:.0f}", f"{3 * gflop / both_dnn * 1e3:.0f}",
         f"{both_mkl / both_dnn:.2f}",
@@ -76,7 +90,7 @@ def products(repeats: int) -> None:
     print_table(
         f"float32 linear products, MKL vs oneDNN ({machine()})",
         rows,
-        ("M×K → N", "fwd MKL GFLOP/s", "fwd oneDNN", "ratio",
+        ("M×K → N", "dimalib sends it to", "fwd MKL GFLOP/s", "fwd oneDNN", "ratio",
          "fwd+bwd MKL GFLOP/s", "fwd+bwd oneDNN", "ratio"),
     )  # fmt: skip
 
@@ -104,7 +118,7 @@ def epoch(preset: str, env: str, fraction: float, rounds: int) -> None:
         wm, buf, mappo = trainer.wm_trainer, trainer.buffer, trainer.mappo
         gen = trainer.policy_generator
         for r in range(rounds + 1):  # round 0 warms both up and is not kept
-            for flag in (False, True):
+            for flag in (False, True) if r % 2 else (True, False):  # alternate which goes first
                 for m in modules:
                     set_onednn(m, flag)
                 phase: dict[str, float] = {}
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("this PyTorch has no oneDNN linear operator (torch.backends.mkldnn)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if hasattr(os, "getloadavg"):
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     products(args.repeats)
     if args.epoch:
         epoch(args.preset, args.env, args.fraction, args.rounds)

@@ -176,14 +176,15 @@ def test_property_equals_f_linear(m: int, k: int, n: int, bias: bool) -> None:
     w = torch.randn(n, k, generator=gen, requires_grad=True)
     b = torch.randn(n, generator=gen, requires_grad=True) if bias else None
     g = torch.randn(m, n, generator=gen)
-    # the oneDNN function itself, whatever the size (linear() would fall back below MIN_MACS)
-    out, grads = _grads(_OneDNNLinear.apply, x, w, b, g)
     ref, ref_grads = _grads(F.linear, x, w, b, g)
     tol = 1e-5 * max(1.0, k**0.5)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=tol)
-    for got, want in zip(grads, ref_grads, strict=True):
-        if want is not None:
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(k, m, n))
+    # the oneDNN function itself, whatever the size, and linear() with its routing
+    for fn in (_OneDNNLinear.apply, linear):
+        out, grads = _grads(fn, x, w, b, g)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=tol)
+        for got, want in zip(grads, ref_grads, strict=True):
+            if want is not None:
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(k, m, n))
 
 
 def test_torch_func_transforms_and_double_backward() -> None:
@@ -209,3 +210,122 @@ def test_torch_func_transforms_and_double_backward() -> None:
         results.append([layer.weight.grad.clone(), layer.bias.grad.clone(), xx.grad.clone()])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "make_bias",
+    [
+        lambda n: torch.tensor([0.5]).expand(n),  # broadcast view: stride 0
+        lambda n: torch.randn(2 * n)[::2],  # strided
+        lambda n: torch.tensor(0.5),  # 0-d: F.linear broadcasts it
+        lambda n: torch.randn(1),  # [1]: F.linear broadcasts it
+    ],
+)
+def test_unusual_biases_equal_f_linear(make_bias) -> None:  # type: ignore[no-untyped-def]
+    x, w = torch.randn(512, 64), torch.randn(64, 64)
+    b = make_bias(64)
+    torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    wide = torch.randn(256, 64)  # with a gradient: above MIN_MACS_GRAD
+    bb = make_bias(256)
+    out = linear(xg, wide, bb)
+    torch.testing.assert_close(out, F.linear(xg, wide, bb), rtol=1e-5, atol=1e-5)
+    (grad,) = torch.autograd.grad(out.square().sum(), xg)
+    (want,) = torch.autograd.grad(F.linear(xg, wide, bb).square().sum(), xg)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+    with pytest.raises(RuntimeError):  # a bias of the wrong length fails as in F.linear
+        linear(x, w, torch.randn(65))
+
+
+def test_forward_mode_ad_and_compile_fall_back() -> None:
+    import torch.autograd.forward_ad as fwad
+
+    x, w, t = torch.randn(4096, 64), torch.randn(64, 64), torch.randn(4096, 64)
+    with fwad.dual_level():
+        assert not uses_onednn(fwad.make_dual(x, t), w)
+        tangent = fwad.unpack_dual(linear(fwad.make_dual(x, t), w)).tangent
+    torch.testing.assert_close(tangent, F.linear(t, w), rtol=1e-5, atol=1e-5)
+    layer = Linear(64, 64)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)  # no graph break
+    torch.testing.assert_close(compiled(x), F.linear(x, layer.weight, layer.bias))
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not uses_onednn(x, w)
+
+
+def test_width_error_is_the_same_on_both_paths() -> None:
+    for rows in (4, 8192):  # below and above the threshold
+        with pytest.raises(ValueError, match=r"x: expected last dimension 64"):
+            linear(torch.randn(rows, 65), torch.randn(64, 64))
+
+
+class _Spy:
+    """Counts the calls that reach oneDNN's operator."""
+
+    def __init__(self, op):  # type: ignore[no-untyped-def]
+        self.op, self.calls = op, 0
+
+    def __call__(self, *args):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.op(*args)
+
+
+@needs_onednn
+def test_flags_decide_which_library_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_onednn really switches the GPT, the U-Net's products and SeqConv1d, and the threshold
+    band between MIN_MACS and MIN_MACS_GRAD takes oneDNN only without a gradient."""
+    import dimalib.utils.linear as lin
+    from dimalib.world_model.dynamics.unet1d import UNet1D
+
+    spy = _Spy(lin._OP)
+    monkeypatch.setattr(lin, "_OP", spy)
+    spec = MultiAgentSpec(("a", "b"), obs_dims=(6, 6), action_dims=(3, 3), state_dim=17)
+    gpt = RewardTerminationGPT(spec, RewardTerminationConfig(n_layer=1, n_embd=128, n_head=2))
+    unet = UNet1D(18, 17, 256, depths=(1, 1), channels=(64, 64))
+    inputs = {
+        gpt: (torch.randn(64, 15, 17), torch.randn(64, 15, 6)),
+        unet: (torch.randn(600, 18, 4), torch.randn(600, 256)),
+    }
+    for model, args in inputs.items():
+        for flag in (False, True):
+            set_onednn(model, flag)
+            spy.calls = 0
+            model(*args)[0].sum().backward()
+            assert (spy.calls > 0) == flag, (type(model).__name__, flag, spy.calls)
+    # the band: 1024 × 64 × 64 = 4.2 M multiply-adds
+    x, w = torch.randn(1024, 64, requires_grad=True), torch.randn(64, 64)
+    spy.calls = 0
+    assert torch.equal(linear(x, w), F.linear(x, w)) and spy.calls == 0  # with a gradient: MKL
+    with torch.no_grad():
+        out = linear(x, w)
+    assert spy.calls == 1
+    torch.testing.assert_close(out, F.linear(x.detach(), w), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_seqconv_and_unet_above_the_threshold_equal_the_reference() -> None:
+    """The banded convolution and the stacked projection at sizes that do reach oneDNN."""
+    from dimalib.testing.reference_unet import reference_unet_forward
+    from dimalib.world_model.dynamics.unet1d import SeqConv1d, UNet1D
+
+    torch.manual_seed(0)
+    for kernel, stride, padding in ((3, 1, 1), (3, 2, 1), (2, 1, 1)):
+        conv = SeqConv1d(64, 96, kernel, stride=stride, padding=padding)
+        x = torch.randn(256, 64, 4, requires_grad=True)
+        out = conv(x)
+        ref = F.conv1d(x, conv.weight, conv.bias, stride=stride, padding=padding)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+        want = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    unet = UNet1D(18, 17, 256, depths=(1, 1), channels=(64, 64))
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # zero-initialised output layers hide differences
+    x, cond = torch.randn(600, 18, 4), torch.randn(600, 256)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            unet(x, cond), reference_unet_forward(unet, x, cond), rtol=1e-4, atol=1e-5
+        )

@@ -10,17 +10,20 @@ backward), 1.1–2.1× at 2 threads, with float32 accuracy (max error against fl
 of 256 unit-variance products, ``F.linear`` 3e-5). On CPUs where MKL uses AVX-512 the two are
 expected to be close; :func:`set_onednn` switches it off.
 
-:func:`linear` is ``F.linear`` with that routing: a float32 CPU product outside autocast and
-``torch.compile`` goes through oneDNN, forward and backward (an autograd function whose three
-products, input gradient and weight gradient included, are oneDNN products); anything else
-(CUDA, other dtypes, autocast, compilation, ``torch.func`` transforms, a PyTorch without the
-operator) is
-``F.linear`` itself; so are products too small to gain (:data:`MIN_MACS`,
-:data:`MIN_MACS_GRAD`). :class:`Linear` is ``nn.Linear`` with that forward and an ``onednn``
-attribute (True by default) to switch it off per layer; :func:`set_onednn` switches every
-:class:`Linear` of a model (e.g. to compare against MKL, ``benchmarks/bench_linear.py``). The
-parameters, their names, init and ``state_dict`` are ``nn.Linear``'s, so checkpoints are the same.
-Results equal ``F.linear``'s to float32 rounding, not bit for bit (another summation order).
+:func:`linear` is ``F.linear`` with that routing: a float32 CPU product goes through oneDNN,
+forward and backward (an autograd function whose three products, input gradient and weight
+gradient included, are oneDNN products; a gradient of a gradient uses differentiable ATen
+products). Anything else is ``F.linear`` itself: CUDA and other devices, other dtypes and
+layouts, autocast, ``torch.compile`` (the compiler picks its own kernels), ``torch.func``
+transforms and forward-mode AD, a bias that is not a 1-D ``[N]`` tensor, oneDNN switched off
+(``torch.backends.mkldnn.flags(enabled=False)``) or missing, and products too small to gain
+(:data:`MIN_MACS`, :data:`MIN_MACS_GRAD`). :class:`Linear` is ``nn.Linear`` with that forward
+and an ``onednn`` attribute (True by default) to switch it off per layer; :func:`set_onednn`
+switches every :class:`Linear` of a model (e.g. to compare against MKL,
+``benchmarks/bench_linear.py``). The parameters, their names, init and ``state_dict`` are
+``nn.Linear``'s, so checkpoints are the same. Results equal ``F.linear``'s to float32 rounding,
+not bit for bit (another summation order). ``torch.jit.script``/``trace`` and
+``torch.fx.symbolic_trace`` do not take the routing: use ``set_onednn(model, False)`` first.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         n_out, n_in = weight.shape
         g = _dense(grad).reshape(-1, n_out)  # (M, N)
-        x2 = x.reshape(-1, n_in)  # (M, K), x saved dense
+        x2 = x.reshape(-1, n_in)  # (M, K)
         # create_graph=True (a gradient of a gradient): differentiable ATen products instead
         tracked = torch.is_grad_enabled()
         grad_x = grad_w = grad_b = None
@@ -135,38 +138,56 @@ def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
+def _forward_ad() -> bool:
+    """Inside ``torch.autograd.forward_ad.dual_level()`` (the custom function has no ``jvp``)."""
+    return int(getattr(torch.autograd.forward_ad, "_current_level", -1)) >= 0
+
+
 def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
-    """Whether :func:`linear` sends this product to oneDNN: float32 CPU tensors, ``x`` of two
-    or more dimensions, at least :data:`MIN_MACS` multiply-adds (:data:`MIN_MACS_GRAD` when a
-    gradient will be computed), outside autocast and ``torch.compile``."""
-    tensors = (x, weight) if bias is None else (x, weight, bias)
-    if not (_AVAILABLE and x.dim() >= 2 and weight.dim() == 2):
+    """Whether :func:`linear` sends this product to oneDNN: float32 strided CPU tensors, ``x`` of
+    two or more dimensions, ``weight [N, K]``, ``bias`` None or ``[N]``, at least
+    :data:`MIN_MACS` multiply-adds (:data:`MIN_MACS_GRAD` when a gradient will be computed),
+    outside ``torch.compile``, autocast, ``torch.func`` transforms and forward-mode AD, with
+    oneDNN available and enabled."""
+    if _compiling():  # first: the checks below are not all traceable
         return False
-    if any(_wrapped(t) for t in tensors):  # inside vmap / torch.func.grad: ATen's own rules
+    if not (_AVAILABLE and torch.backends.mkldnn.enabled):
+        return False
+    if x.dim() < 2 or weight.dim() != 2:
+        return False
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        return False  # F.linear broadcasts other biases; oneDNN would misread them
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if not all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided
+        for t in tensors
+    ):
+        return False
+    if any(_wrapped(t) for t in tensors) or _forward_ad() or _autocast_on():
         return False
     least = MIN_MACS_GRAD if _needs_grad(x, weight, bias) else MIN_MACS
-    return (
-        x.numel() * weight.shape[0] >= least
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and not _autocast_on()
-        and not _compiling()
-    )
+    return x.numel() * weight.shape[0] >= least
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``: ``x [..., K]``, ``weight [N, K]``, ``bias [N]`` ->
-    ``[..., N]``, through oneDNN where :func:`uses_onednn` says so."""
-    if not uses_onednn(x, weight, bias):
-        return F.linear(x, weight, bias)
-    if x.shape[-1] != weight.shape[1]:
+    ``[..., N]``, through oneDNN where :func:`uses_onednn` says so.
+
+    Raises:
+        ValueError: ``x``'s last dimension is not ``weight``'s second (whichever path runs).
+    """
+    if weight.dim() == 2 and x.dim() >= 1 and x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"x: expected last dimension {weight.shape[1]} (weight {tuple(weight.shape)}), "
             f"received shape {tuple(x.shape)}"
         )
+    if not uses_onednn(x, weight, bias):
+        return F.linear(x, weight, bias)
+    b = None if bias is None else _dense(bias)
     if _needs_grad(x, weight, bias):
-        out: Tensor = _OneDNNLinear.apply(_dense(x), _dense(weight), bias)
+        out: Tensor = _OneDNNLinear.apply(_dense(x), _dense(weight), b)
         return out
-    return _product(_dense(x), _dense(weight), bias)
+    return _product(_dense(x), _dense(weight), b)
 
 
 class Linear(nn.Linear):
@@ -175,9 +196,9 @@ class Linear(nn.Linear):
     ``onednn = False`` on an instance gives ``F.linear`` exactly.
 
     Examples:
-        >>> layer = Linear(4, 3)
-        >>> torch.allclose(layer(torch.ones(2, 4)), F.linear(torch.ones(2, 4), layer.weight,
-        ...     layer.bias), atol=1e-6)
+        >>> layer = Linear(256, 128)
+        >>> x = torch.ones(512, 256)  # 16.8 M multiply-adds: oneDNN where available
+        >>> torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
         True
     """
 
@@ -190,8 +211,9 @@ class Linear(nn.Linear):
 
 
 def set_onednn(module: nn.Module, enabled: bool) -> int:
-    """Set ``onednn`` on every submodule of ``module`` whose class declares it (:class:`Linear`,
-    and modules that route their own products through :func:`linear`); returns how many."""
+    """Set ``onednn`` on every submodule of ``module`` whose class declares it with a bool default
+    (``onednn: bool = True``: :class:`Linear`, and modules that route their own products through
+    :func:`linear`); returns how many."""
     count = 0
     for m in module.modules():
         if isinstance(getattr(type(m), "onednn", None), bool):
