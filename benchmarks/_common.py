@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -32,6 +33,26 @@ def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {torch.get_num_threads()} threads{gpu}{load}, torch {torch.__version__}"
+
+
+def trainer_past_warmup(env: str, config: Any, device: torch.device) -> Any:
+    """A ``Trainer`` as at an epoch past both warm-ups (the epoch benchmarks' starting point): its
+    buffer filled past ``wm_warmup_transitions`` with random-policy transitions from the real
+    env, the normaliser initialised, the epoch counters past the policy warm-up (collection uses
+    the actor). The caller closes it."""
+    from dimalib.training.trainer import Trainer
+
+    trainer = Trainer(env, config, seed=0, device=device, tensorboard=False)
+    try:
+        while len(trainer.buffer) < config.wm_warmup_transitions:
+            trainer.collect()
+        trainer._init_normalizer()
+    except BaseException:
+        trainer.close()
+        raise
+    trainer.wm_epochs = config.policy_warmup_wm_epochs + 1
+    trainer.policy_epochs = 1
+    return trainer
 
 
 def sync(device: torch.device) -> None:

@@ -28,10 +28,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from _common import machine, print_table, sync
+from _common import machine, print_table, sync, trainer_past_warmup
 
 from dimalib.training import trainer_config
-from dimalib.training.trainer import Trainer
 
 T = TypeVar("T")
 
@@ -68,17 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         wm_cfg = cfg.world_model
         reward = dataclasses.replace(wm_cfg.reward, autocast_bf16=True)
         cfg = cfg.replace(world_model=dataclasses.replace(wm_cfg, reward=reward))
-    trainer = Trainer(args.env, cfg, seed=0, device=device, tensorboard=False)
+    trainer = trainer_past_warmup(args.env, cfg, device)
     wm_steps = max(1, round(cfg.wm_training.steps_per_epoch * args.fraction))
     n_policy = max(1, round(cfg.policy_updates_per_epoch * args.fraction))
     scale_wm = cfg.wm_training.steps_per_epoch / wm_steps
     scale_pol = cfg.policy_updates_per_epoch / n_policy
     try:
-        while len(trainer.buffer) < cfg.wm_warmup_transitions:  # warm-up data, random policy
-            trainer.collect()
-        trainer._init_normalizer()
-        trainer.wm_epochs = cfg.policy_warmup_wm_epochs + 1  # the epoch of a run past warm-up
-        trainer.policy_epochs = 1  # collection uses the actor
         wm, buf = trainer.wm_trainer, trainer.buffer
         for warm in (True, False):  # one short untimed pass first (allocator, lazy init)
             steps = 2 if warm else wm_steps

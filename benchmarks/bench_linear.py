@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import machine, print_table
+from _common import machine, print_table, trainer_past_warmup
 from torch import nn
 
 from dimalib.training import trainer_config
@@ -102,7 +102,7 @@ def _modules(trainer: Trainer) -> list[nn.Module]:
 
 def epoch(preset: str, env: str, fraction: float, rounds: int) -> None:
     cfg = trainer_config(preset, env)
-    trainer = Trainer(env, cfg, seed=0, device=torch.device("cpu"), tensorboard=False)
+    trainer = trainer_past_warmup(env, cfg, torch.device("cpu"))
     wm_steps = max(1, round(cfg.wm_training.steps_per_epoch * fraction))
     n_policy = max(1, round(cfg.policy_updates_per_epoch * fraction))
     scale_wm = cfg.wm_training.steps_per_epoch / wm_steps
@@ -110,11 +110,6 @@ def epoch(preset: str, env: str, fraction: float, rounds: int) -> None:
     modules = _modules(trainer)
     times: dict[bool, dict[str, list[float]]] = {False: {}, True: {}}
     try:
-        while len(trainer.buffer) < cfg.wm_warmup_transitions:  # warm-up data, random policy
-            trainer.collect()
-        trainer._init_normalizer()
-        trainer.wm_epochs = cfg.policy_warmup_wm_epochs + 1
-        trainer.policy_epochs = 1
         wm, buf, mappo = trainer.wm_trainer, trainer.buffer, trainer.mappo
         gen = trainer.policy_generator
         for r in range(rounds + 1):  # round 0 warms both up and is not kept

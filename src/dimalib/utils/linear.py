@@ -143,12 +143,8 @@ def _forward_ad() -> bool:
     return int(getattr(torch.autograd.forward_ad, "_current_level", -1)) >= 0
 
 
-def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
-    """Whether :func:`linear` sends this product to oneDNN: float32 strided CPU tensors, ``x`` of
-    two or more dimensions, ``weight [N, K]``, ``bias`` None or ``[N]``, at least
-    :data:`MIN_MACS` multiply-adds (:data:`MIN_MACS_GRAD` when a gradient will be computed),
-    outside ``torch.compile``, autocast, ``torch.func`` transforms and forward-mode AD, with
-    oneDNN available and enabled."""
+def _route(x: Tensor, weight: Tensor, bias: Tensor | None, grad: bool) -> bool:
+    """The checks of :func:`uses_onednn`, given whether a gradient will be recorded."""
     if _compiling():  # first: the checks below are not all traceable
         return False
     if not (_AVAILABLE and torch.backends.mkldnn.enabled):
@@ -165,13 +161,22 @@ def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
         return False
     if any(_wrapped(t) for t in tensors) or _forward_ad() or _autocast_on():
         return False
-    least = MIN_MACS_GRAD if _needs_grad(x, weight, bias) else MIN_MACS
-    return x.numel() * weight.shape[0] >= least
+    return x.numel() * weight.shape[0] >= (MIN_MACS_GRAD if grad else MIN_MACS)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
+    """Whether :func:`linear` sends this product to oneDNN: float32 strided CPU tensors, ``x`` of
+    two or more dimensions, ``weight [N, K]``, ``bias`` None or ``[N]``, at least
+    :data:`MIN_MACS` multiply-adds (:data:`MIN_MACS_GRAD` when a gradient will be computed),
+    outside ``torch.compile``, autocast, ``torch.func`` transforms and forward-mode AD, with
+    oneDNN available and enabled."""
+    return _route(x, weight, bias, _needs_grad(x, weight, bias))
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, onednn: bool = True) -> Tensor:
     """``F.linear(x, weight, bias)``: ``x [..., K]``, ``weight [N, K]``, ``bias [N]`` ->
-    ``[..., N]``, through oneDNN where :func:`uses_onednn` says so.
+    ``[..., N]``, through oneDNN where :func:`uses_onednn` says so (never with
+    ``onednn=False``: the layers pass their ``onednn`` flag here).
 
     Raises:
         ValueError: ``x``'s last dimension is not ``weight``'s second (whichever path runs).
@@ -181,10 +186,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"x: expected last dimension {weight.shape[1]} (weight {tuple(weight.shape)}), "
             f"received shape {tuple(x.shape)}"
         )
-    if not uses_onednn(x, weight, bias):
+    grad = _needs_grad(x, weight, bias)
+    if not (onednn and _route(x, weight, bias, grad)):
         return F.linear(x, weight, bias)
     b = None if bias is None else _dense(bias)
-    if _needs_grad(x, weight, bias):
+    if grad:
         out: Tensor = _OneDNNLinear.apply(_dense(x), _dense(weight), b)
         return out
     return _product(_dense(x), _dense(weight), b)
@@ -205,9 +211,7 @@ class Linear(nn.Linear):
     onednn: bool = True
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
-        if self.onednn:
-            return linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, onednn=self.onednn)
 
 
 def set_onednn(module: nn.Module, enabled: bool) -> int:

@@ -217,10 +217,9 @@ class CausalSelfAttention(nn.Module):
             # only the selected queries are needed: split the fused projection
             w_q, w_kv = self.qkv.weight.split([c, 2 * c])
             b_q, b_kv = self.qkv.bias.split([c, 2 * c])
-            product = linear if self.onednn else F.linear
-            kv = product(h, w_kv, b_kv)  # (B, T, 2C)
+            kv = linear(h, w_kv, b_kv, onednn=self.onednn)  # (B, T, 2C)
             k, v = rearrange(kv, "b t (k h d) -> k b h t d", k=2, h=self.n_head)
-            q = product(h[:, query_index], w_q, b_q)  # (B, Tq, C)
+            q = linear(h[:, query_index], w_q, b_q, onednn=self.onednn)  # (B, Tq, C)
             q = rearrange(q, "b t (h d) -> b h t d", h=self.n_head)
         dropout_p = self.attn_pdrop if self.training else 0.0
         if cache is None:

@@ -108,8 +108,7 @@ class SeqConv1d(nn.Conv1d):
         """The banded-matrix convolution of ``[B, C, T]``, whatever ``T``."""
         banded, bias, out_len = self._matrices(x.shape[-1], x.device)
         flat = x.reshape(x.shape[0], -1)  # (B, C·T)
-        product = linear if self.onednn else F.linear
-        out = product(flat, banded, bias)  # (B, O·T')
+        out = linear(flat, banded, bias, onednn=self.onednn)  # (B, O·T')
         return out.view(x.shape[0], self.out_channels, out_len)  # (B, O, T')
 
     def _matrices(
@@ -290,8 +289,8 @@ class UNet1D(nn.Module):
         # every norm's (scale, shift) from one product with the stacked projection weights;
         # the same numbers as each norm's own linear layer
         weight, bias, sizes = self._stack_projections() if self._stacked is None else self._stacked
-        product = linear if self.onednn else F.linear
-        projected = iter(product(cond, weight, bias).split(sizes, dim=1))  # (B, 2C) each
+        parts = linear(cond, weight, bias, onednn=self.onednn).split(sizes, dim=1)
+        projected = iter(parts)  # (B, 2C) each
 
         def run(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
             return cast(ResBlock1D, block).modulated(h, next(projected), next(projected))
