@@ -10,12 +10,22 @@ weights are untrained: speed does not depend on them).
 
 Each task runs twice: the GPT in float32 (the default) and with ``autocast_bf16=True`` (its
 transformer blocks in bfloat16; see ``RewardTerminationConfig``).
+
+``--compare-fold`` instead times the denoiser's sampling block against the computation before it
+(``SequentialAgentDenoiser.sampling``: the U-Net's stacked condition projection folded into the
+action pool's output layer and the sampler's one σ embedded once; before: the projection of the
+full condition and σ embedded per sample), interleaved in one process (A, B, B, A, ...), medians:
+
+    python benchmarks/bench_imagination.py --compare-fold --threads 1 --repeats 6
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from _common import machine, print_table, sync
@@ -52,11 +62,7 @@ def bench(name: str, device: torch.device, repeats: int, gpt_bf16: bool) -> tupl
     env = ImaginationEnv(wm, random_buffer(spec), ImaginationConfig(), seed=0)
     actions = torch.rand(env.horizon, env.num_envs, spec.joint_action_dim, device=device) * 2 - 1
 
-    def rollout() -> None:
-        env.reset()
-        for t in range(env.horizon):
-            env.step(actions[t])
-
+    rollout = _rollout_fn(env, actions)
     rollout()  # warm-up
     times = []
     for _ in range(repeats):
@@ -77,15 +83,83 @@ def bench(name: str, device: torch.device, repeats: int, gpt_bf16: bool) -> tupl
     )
 
 
+def _rollout_fn(env: ImaginationEnv, actions: torch.Tensor) -> Callable[[], None]:
+    def rollout() -> None:
+        env.reset()
+        for t in range(env.horizon):
+            env.step(actions[t])
+
+    return rollout
+
+
+def _unfolded(den: Any) -> Callable[[bool], None]:
+    """A switch between the sampling block and the computation before it, on one model: the
+    U-Net's own ``frozen()`` (no fold) and σ passed as a per-sample tensor (embedded per sample)."""
+    network = den._network
+
+    def per_sample_sigma(noisy: torch.Tensor, sigma: torch.Tensor, *rest: Any) -> Any:
+        return network(noisy, sigma.contiguous(), *rest)
+
+    def switch(before: bool) -> None:
+        if before:
+            den.sampling, den._network = den.unet.frozen, per_sample_sigma
+        else:
+            den.__dict__.pop("sampling", None)
+            den.__dict__.pop("_network", None)
+
+    return switch
+
+
+def compare_fold(name: str, device: torch.device, repeats: int) -> tuple[str, ...]:
+    spec = TASKS[name]
+    torch.manual_seed(0)
+    wm = DIMAWorldModel(spec, WorldModelConfig()).to(device)
+    env = ImaginationEnv(wm, random_buffer(spec), ImaginationConfig(), seed=0)
+    actions = torch.rand(env.horizon, env.num_envs, spec.joint_action_dim, device=device) * 2 - 1
+    rollout, switch = _rollout_fn(env, actions), _unfolded(wm.dynamics)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for before in (True, False):  # warm-up
+        switch(before)
+        rollout()
+    for r in range(repeats):
+        for before in (True, False) if r % 2 == 0 else (False, True):
+            switch(before)
+            sync(device)
+            t0 = time.perf_counter()
+            rollout()
+            sync(device)
+            times[before].append(time.perf_counter() - t0)
+    switch(False)
+    old, new = statistics.median(times[True]), statistics.median(times[False])
+    n = env.num_envs * env.horizon
+    return (
+        name,
+        f"{old:.2f}",
+        f"{new:.2f}",
+        f"{n / old:,.0f}",
+        f"{n / new:,.0f}",
+        f"{old / new:.2f}",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compare-fold", action="store_true",
+                        help="time the sampling block against the computation before it")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.compare_fold:
+        print_table(
+            f"Denoiser sampling block, fp32 GPT ({machine()}), {args.repeats} interleaved repeats",
+            [compare_fold(task, device, args.repeats) for task in TASKS],
+            ("task", "before s", "sampling() s", "before /s", "sampling() /s", "speed-up"),
+        )
+        return
     rows = [bench(task, device, args.repeats, bf16) for task in TASKS for bf16 in (False, True)]
     print_table(
         f"Imagination ({machine()})",

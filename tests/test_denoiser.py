@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 
@@ -241,6 +242,123 @@ def test_loss_is_reproducible_and_updates_the_normalizer_in_train_mode() -> None
     assert float(model.normalizer.count) == 32
     assert torch.equal(l2, l3)
     assert torch.isfinite(l1)
+
+
+@pytest.mark.parametrize("reveal", ["cumulative", "sequential", "joint"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sampling_block_folds_the_condition_projection_exactly(
+    reveal: str, dtype: torch.dtype
+) -> None:
+    """Inside ``sampling()`` the norms' projection is folded into the action pool's output layer
+    and a σ expanded over the batch is embedded once: the same denoised state as the plain path,
+    for an expanded σ and for one σ per sample."""
+    spec = _spec((2, 3, 1))
+    cfg = dataclasses.replace(TINY, sampler=SamplerConfig(reveal=RevealSchedule(reveal)))  # type: ignore[arg-type]
+    model = SequentialAgentDenoiser(spec, cfg).eval().to(dtype)
+    _randomize(model)
+    states, actions, mask, noisy, sigma = _inputs(spec, 6)
+    states, actions, noisy, sigma = (t.to(dtype) for t in (states, actions, noisy, sigma))
+    mask[1, 0] = False
+    revealed = torch.rand(6, 3, generator=torch.Generator().manual_seed(3)) < 0.5
+    with torch.inference_mode():
+        ctx = model.to_model_space(states)
+        tokens = model.encode_actions(actions, mask)
+        for sig in (sigma[2].expand(6), sigma):
+            plain = model.denoise(noisy, sig, ctx, mask, tokens, revealed)
+            rows = [  # one sample at a time: neither the one-σ embedding nor the fold applies
+                model.denoise(
+                    noisy[i : i + 1],
+                    sig[i : i + 1].contiguous(),
+                    ctx[i : i + 1],
+                    mask[i : i + 1],
+                    type(tokens)(*(t[i : i + 1] for t in tokens)),
+                    revealed[i : i + 1],
+                )
+                for i in range(6)
+            ]
+            tol = 1e-12 if dtype == torch.float64 else 2e-5
+            torch.testing.assert_close(plain, torch.cat(rows), rtol=tol, atol=tol)
+            with model.sampling():
+                assert model._folded is not None
+                folded = model.denoise(noisy, sig, ctx, mask, tokens, revealed)
+            assert model._folded is None  # dropped on leaving
+            torch.testing.assert_close(folded, plain, rtol=tol, atol=tol)
+            assert not torch.equal(plain, model.denoise(noisy, sig, ctx, mask, tokens, ~revealed))
+    with pytest.raises(RuntimeError, match="no gradient"), model.sampling():
+        pass
+
+
+def test_sampling_block_at_paper_size_in_float32() -> None:
+    """The fold's products at the paper's sizes (Table 3) go through the float32 CPU backend
+    (oneDNN above its threshold): still the plain path's numbers to float32 rounding."""
+    spec = _spec((3, 3), state_dim=17)
+    model = SequentialAgentDenoiser(spec).eval()
+    _randomize(model, scale=0.05)
+    states, actions, mask, noisy, _ = _inputs(spec, 600)
+    revealed = torch.rand(600, 2, generator=torch.Generator().manual_seed(5)) < 0.5
+    with torch.inference_mode():
+        ctx = model.to_model_space(states)
+        tokens = model.encode_actions(actions, mask)
+        sig = torch.tensor(0.7).expand(600)
+        plain = model.denoise(noisy, sig.contiguous(), ctx, mask, tokens, revealed)
+        with model.sampling():
+            folded = model.denoise(noisy, sig, ctx, mask, tokens, revealed)
+    assert plain.abs().max() > 0.1
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_sampling_block_state_is_scoped() -> None:
+    """The fold lives only inside the block: cleared after an exception, absent from copies made
+    inside it, kept by a nested block, and never used when gradients are recorded."""
+    spec = _spec()
+    model = SequentialAgentDenoiser(spec, TINY).eval()
+    _randomize(model)
+    with pytest.raises(KeyError), torch.inference_mode(), model.sampling():
+        raise KeyError("boom")
+    assert model._folded is None and model.unet._stacked is None
+    with torch.inference_mode(), model.sampling():
+        outer = model._folded
+        with model.sampling():
+            assert model._folded is outer
+        assert model._folded is outer and model.unet._stacked is not None  # the outer's holds
+        twin = copy.deepcopy(model)
+    assert twin._folded is None and twin.unet._stacked is None
+    states, actions, mask, noisy, sigma = _inputs(spec, 4)
+    revealed = torch.ones(4, 2, dtype=torch.bool)
+    with torch.no_grad():
+        model._folded = (torch.zeros(1), torch.zeros(1), torch.zeros(1))  # a stale fold ...
+    try:
+        ctx = model.to_model_space(states)
+        loss = model.denoise(noisy, sigma, ctx, mask, model.encode_actions(actions, mask), revealed)
+        loss.sum().backward()  # ... is ignored while gradients are recorded
+    finally:
+        model._folded = None
+    assert model.action_encoder.out[-1].weight.grad is not None
+
+
+def test_predict_next_state_equals_the_sampler_on_the_plain_network() -> None:
+    """``predict_next_state`` (inside ``sampling()``: the fold) against the sampler run by hand
+    on the unfolded network, in float64 (the one-σ embedding is checked above)."""
+    spec = _spec((2, 3))
+    model = SequentialAgentDenoiser(spec, TINY).eval().double()
+    _randomize(model)
+    model.normalizer.update(torch.randn(100, spec.state_dim, dtype=torch.float64) * 3 + 1)
+    states, actions, mask, _, _ = _inputs(spec, 8)
+    states, actions = states.double(), actions.double()
+    got = model.predict_next_state(states, actions, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ctx = model.to_model_space(states)
+        tokens = model.encode_actions(actions, mask)
+        x = model.sampler.sample(
+            lambda x, sig, rev: model.denoise(x, sig, ctx, mask, tokens, rev),
+            (8, spec.state_dim),
+            spec.n_agents,
+            generator=torch.Generator().manual_seed(4),
+            dtype=torch.float64,
+        )
+        want = model.from_model_space(x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert got.std() > 0.1  # a randomised network: the conditioning is not hidden
 
 
 def test_predict_next_state_is_reproducible_and_in_env_units() -> None:

@@ -164,6 +164,32 @@ def test_frozen_reuses_matrices_and_sees_changes_between_blocks() -> None:
     torch.testing.assert_close(second, reference_unet_forward(unet, x, cond).detach())
 
 
+def test_forward_projected_takes_the_stacked_projection() -> None:
+    """``forward(x, cond)`` = ``forward_projected(x, cond @ Wᵀ + b)`` with ``condition_weights``,
+    inside and outside ``frozen()`` (nested blocks keep the outer one's matrices); a projection
+    of the wrong width is refused."""
+    unet = UNet1D(3, 3, 8, (1, 1), (8, 8))
+    _randomise(unet)
+    x, cond = torch.randn(5, 3, 4), torch.randn(5, 8)
+    weight, bias, sizes = unet.condition_weights()
+    assert weight.shape == (sum(sizes), 8) and bias.shape == (sum(sizes),)
+    # (scale, shift) of 8 channels per norm; an up block's first norm sees 8 + 8 skip channels
+    assert sizes == [16] * 8 + [32, 16, 32, 16]
+    ref = reference_unet_forward(unet, x, cond)
+    torch.testing.assert_close(unet.forward_projected(x, F.linear(cond, weight, bias)), ref)
+    with torch.inference_mode(), unet.frozen():
+        stacked = unet._stacked
+        with unet.frozen():
+            assert unet._stacked is stacked
+        assert unet._stacked is stacked and unet.conv_in._banded is not None
+        w, b, _ = unet.condition_weights()
+        torch.testing.assert_close(unet.forward_projected(x, F.linear(cond, w, b)), ref.detach())
+        twin = copy.deepcopy(unet)
+    assert twin._stacked is None and twin.conv_in._banded is None
+    with pytest.raises(ValueError, match=r"projected: expected \[B, 224\]"):
+        unet.forward_projected(x, torch.zeros(5, 223))
+
+
 def test_frozen_refuses_gradient_recording() -> None:
     unet = UNet1D(3, 3, 8, (1,), (8,))
     with (

@@ -168,12 +168,16 @@ class AgentActionEncoder(nn.Module):
     def pool(self, ctx: ActionContext, revealed: torch.Tensor) -> torch.Tensor:
         """Condition vector ``[B, out_dim]`` revealing the agents of ``revealed`` (``[B, n]``
         bool) at the current step: the mean of the valid past tokens and the revealed current
-        ones."""
+        ones, through ``out`` (SiLU, then a linear layer)."""
+        return self.out(self.mean_token(ctx, revealed))
+
+    def mean_token(self, ctx: ActionContext, revealed: torch.Tensor) -> torch.Tensor:
+        """``[B, D]``: the mean of the valid past tokens and the revealed current ones (the
+        pool before ``out``)."""
         weights = revealed.to(ctx.current.dtype)  # (B, n)
         cur_sum = (ctx.current * weights[..., None]).sum(dim=1)  # (B, D)
         count = (ctx.past_count + weights.sum(dim=1)).clamp(min=1)  # (B,)
-        pooled = (ctx.past_sum + cur_sum) / count[:, None]
-        return self.out(pooled)
+        return (ctx.past_sum + cur_sum) / count[:, None]
 
     def forward(
         self, actions: torch.Tensor, mask: torch.Tensor, revealed: torch.Tensor

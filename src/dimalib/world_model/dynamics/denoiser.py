@@ -15,9 +15,10 @@ DIMA's code does; this is the "model space" the diffusion runs in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import nn
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import check_keys, check_tensor
 from dimalib.utils.io import restore_fields
-from dimalib.utils.linear import Linear
+from dimalib.utils.linear import Linear, linear
 from dimalib.world_model.dynamics.conditioning import ActionContext, AgentActionEncoder
 from dimalib.world_model.dynamics.edm import EDMCoefficients, EDMConfig, EDMPreconditioner
 from dimalib.world_model.dynamics.reveal import Order, RevealSchedule
@@ -79,6 +80,8 @@ class _Denoiser(nn.Module):
                 config, sampler=dataclasses.replace(config.sampler, reveal=reveal)
             )
         self.config = config
+        # set only inside sampling(): (Σ2C × D_tok weight, Σ2C bias, Σ2C × D noise weight)
+        self._folded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.edm = EDMPreconditioner(config.edm)
         self.sampler = EulerSampler(config.sampler)
         self.normalizer = RunningNormalizer(spec.state_dim, min_std=config.normalizer_min_std)
@@ -99,6 +102,13 @@ class _Denoiser(nn.Module):
         self.unet = UNet1D(
             spec.state_dim + 1, spec.state_dim, config.cond_dim, config.depths, config.channels
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_folded": None}  # a copy starts outside sampling()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_folded", None)  # pickled before sampling()
 
     @staticmethod
     def _encoder_groups(
@@ -207,15 +217,60 @@ class _Denoiser(nn.Module):
         revealed: torch.Tensor,
     ) -> tuple[torch.Tensor, EDMCoefficients]:
         coeffs = self.edm.coefficients(sigma[:, None])  # each (B, 1)
-        cond = self.noise_embedding(coeffs.c_noise[:, 0]) + self.action_encoder.pool(
-            actions, revealed
-        )
+        c_noise = coeffs.c_noise[:, 0]  # (B,)
+        if sigma.dim() == 1 and sigma.shape[0] > 1 and sigma.stride(0) == 0:
+            c_noise = c_noise[:1]  # the sampler's one σ expanded over the batch: embed it once
+        noise = self.noise_embedding(c_noise)  # (B or 1, D)
         valid = mask.to(context.dtype)[..., None]  # (B, L, 1)
         past = torch.cat([context * valid, valid], dim=-1)  # (B, L, S+1)
         current = torch.cat([coeffs.c_in * noisy, torch.ones_like(noisy[:, :1])], dim=-1)
-        seq = torch.cat([past, current[:, None]], dim=1)  # (B, L+1, S+1)
-        out = self.unet(rearrange(seq, "b t c -> b c t"), cond)[..., -1]  # (B, S)
-        return out, coeffs
+        seq = rearrange(torch.cat([past, current[:, None]], dim=1), "b t c -> b c t")
+        if self._folded is None or torch.is_grad_enabled():
+            cond = noise + self.action_encoder.pool(actions, revealed)  # (B, D)
+            out = self.unet(seq, cond)  # (B, S, L+1)
+        else:  # inside sampling(): the norms' condition projection folded into the pool's
+            act_weight, act_bias, noise_weight = self._folded
+            pooled = F.silu(self.action_encoder.mean_token(actions, revealed))  # (B, D_tok)
+            onednn = self.unet.onednn
+            noise_part = linear(noise, noise_weight, onednn=onednn)  # (B or 1, Σ2C)
+            if noise_part.shape[0] == 1:  # one σ: a bias (no pass over a [B, Σ2C] tensor)
+                projected = linear(pooled, act_weight, act_bias + noise_part[0], onednn=onednn)
+            else:
+                projected = linear(pooled, act_weight, act_bias, onednn=onednn).add_(noise_part)
+            out = self.unet.forward_projected(seq, projected)  # (B, S, L+1)
+        return out[..., -1], coeffs  # (B, S)
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Within this block the parameters are promised not to change and no gradient is
+        recorded (the sampler's steps of one prediction): the U-Net's matrices are built once
+        (:meth:`UNet1D.frozen`) and the norms' stacked condition projection ``(W, b)`` is
+        folded into the action pool's output layer ``(W_out, b_out)``. With ``u =
+        silu(mean token)`` ``[B, D_tok]`` and the noise embedding ``e(σ)`` ``[cond_dim]``:
+        ``W·(e(σ) + W_out·u + b_out) + b = (W·W_out)·u + (W·e(σ) + W·b_out + b)``, one product
+        with ``D_tok`` instead of ``cond_dim`` inputs per sample and the sampler's one σ in its
+        bias (the same function up to float rounding). Used by :meth:`predict_next_state`;
+        a nested block reuses the outer one's.
+
+        Raises:
+            RuntimeError: entered while gradients are enabled.
+        """
+        if self._folded is not None:  # nested: the outer block's fold and matrices hold
+            yield
+            return
+        with self.unet.frozen():
+            weight, bias, _ = self.unet.condition_weights()  # (Σ2C, D), (Σ2C,)
+            out = self.action_encoder.out[-1]
+            if isinstance(out, nn.Linear) and out.bias is not None:
+                # in the parameters' dtype whatever autocast the caller runs under
+                with torch.autocast(weight.device.type, enabled=False):
+                    act_weight = weight @ out.weight  # (Σ2C, D_tok)
+                    act_bias = torch.addmv(bias, weight, out.bias)  # (Σ2C,)
+                self._folded = (act_weight, act_bias, weight)
+            try:
+                yield
+            finally:
+                self._folded = None
 
     # ------------------------------------------------------------------ loss
     def sample_revealed(
@@ -323,7 +378,7 @@ class _Denoiser(nn.Module):
         def denoise(x: torch.Tensor, sigma: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
             return self.denoise(x, sigma, context, mask, tokens, revealed)
 
-        with self.unet.frozen():  # the U-Net's weights are fixed for the sampler's steps
+        with self.sampling():  # the weights are fixed for the sampler's steps
             x = self.sampler.sample(
                 denoise,
                 (states.shape[0], self.spec.state_dim),

@@ -245,6 +245,9 @@ class UNet1D(nn.Module):
         # set only inside frozen(): the stacked condition projections (_stack_projections)
         self._stacked: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_stacked": None}  # a copy starts outside frozen()
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_stacked", None)  # pickled before the frozen() cache
@@ -260,6 +263,9 @@ class UNet1D(nn.Module):
         """
         if torch.is_grad_enabled():
             raise RuntimeError("UNet1D.frozen: expected no gradient recording (inference_mode)")
+        if self._stacked is not None:  # nested: the outer block's matrices hold
+            yield
+            return
         convs = [m for m in self.modules() if isinstance(m, SeqConv1d)]
         for conv in convs:
             conv._banded = {}
@@ -284,16 +290,38 @@ class UNet1D(nn.Module):
         levels = [*self.down, self.mid, *self.up]
         return [cast(ResBlock1D, b) for level in levels for b in cast(nn.ModuleList, level)]
 
+    def condition_weights(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Every group norm's condition projection stacked in forward order: the ``[Σ2C,
+        cond_dim]`` weight, the ``[Σ2C]`` bias and the per-norm sizes (built once inside
+        :meth:`frozen`). ``linear(cond, weight, bias)`` is what :meth:`forward_projected` takes."""
+        return self._stack_projections() if self._stacked is None else self._stacked
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x: ``[B, C_in, T]``, cond: ``[B, cond_dim]`` → ``[B, C_out, T]``."""
         # every norm's (scale, shift) from one product with the stacked projection weights;
         # the same numbers as each norm's own linear layer
-        weight, bias, sizes = self._stack_projections() if self._stacked is None else self._stacked
-        parts = linear(cond, weight, bias, onednn=self.onednn).split(sizes, dim=1)
-        projected = iter(parts)  # (B, 2C) each
+        weight, bias, sizes = self.condition_weights()
+        return self._run(x, linear(cond, weight, bias, onednn=self.onednn), sizes)
+
+    def forward_projected(self, x: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """The U-Net given every norm's condition projection: x ``[B, C_in, T]``, projected
+        ``[B, Σ2C]`` (``linear(cond, *condition_weights()[:2])``) → ``[B, C_out, T]``."""
+        if self._stacked is not None:
+            sizes = self._stacked[2]
+        else:
+            sizes = [n.linear.out_features for b in self._blocks() for n in (b.norm1, b.norm2)]
+        if projected.dim() != 2 or projected.shape[1] != sum(sizes):
+            raise ValueError(
+                f"projected: expected [B, {sum(sizes)}], received {list(projected.shape)}"
+            )
+        return self._run(x, projected, sizes)
+
+    def _run(self, x: torch.Tensor, projected: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """x ``[B, C_in, T]``, projected ``[B, Σ2C]`` split by ``sizes`` → ``[B, C_out, T]``."""
+        parts = iter(projected.split(sizes, dim=1))  # (B, 2C) each
 
         def run(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            return cast(ResBlock1D, block).modulated(h, next(projected), next(projected))
+            return cast(ResBlock1D, block).modulated(h, next(parts), next(parts))
 
         h = self.conv_in(x)  # (B, C, T)
         skips = []
