@@ -194,7 +194,8 @@ class _Denoiser(nn.Module):
 
         Args:
             noisy: ``[B, S]`` noisy next state ``s^σ_{t+1}``.
-            sigma: ``[B]`` noise levels.
+            sigma: ``[B]`` noise levels (one level expanded over the batch, as the sampler
+                passes it, is embedded once).
             context: ``[B, L, S]`` past states in model space.
             mask: ``[B, L]`` bool, False on padded context steps.
             actions: the tokens of :meth:`encode_actions`.
