@@ -20,7 +20,7 @@ import copy
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -261,13 +261,12 @@ class _Denoiser(nn.Module):
             return
         with self.unet.frozen():
             weight, bias, _ = self.unet.condition_weights()  # (Σ2C, D), (Σ2C,)
-            out = self.action_encoder.out[-1]
-            if isinstance(out, nn.Linear) and out.bias is not None:
-                # in the parameters' dtype whatever autocast the caller runs under
-                with torch.autocast(weight.device.type, enabled=False):
-                    act_weight = weight @ out.weight  # (Σ2C, D_tok)
-                    act_bias = torch.addmv(bias, weight, out.bias)  # (Σ2C,)
-                self._folded = (act_weight, act_bias, weight)
+            out = cast(Linear, self.action_encoder.out[-1])  # AgentActionEncoder: SiLU, Linear
+            # in the parameters' dtype whatever autocast the caller runs under
+            with torch.autocast(weight.device.type, enabled=False):
+                act_weight = weight @ out.weight  # (Σ2C, D_tok)
+                act_bias = torch.addmv(bias, weight, cast(torch.Tensor, out.bias))  # (Σ2C,)
+            self._folded = (act_weight, act_bias, weight)
             try:
                 yield
             finally:

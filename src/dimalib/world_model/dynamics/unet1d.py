@@ -280,10 +280,14 @@ class UNet1D(nn.Module):
     def _stack_projections(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Every norm's condition projection stacked in forward order: ``[Σ2C, cond_dim]``
         weight, ``[Σ2C]`` bias and the per-norm sizes."""
-        norms = [n for b in self._blocks() for n in (b.norm1, b.norm2)]
+        norms = self._norms()
         weight = torch.cat([n.linear.weight for n in norms])  # (Σ2C, cond_dim)
         bias = torch.cat([cast(torch.Tensor, n.linear.bias) for n in norms])
         return weight, bias, [n.linear.out_features for n in norms]
+
+    def _norms(self) -> list[AdaGroupNorm]:
+        """Every block's two group norms in forward order (the order of the stacked projection)."""
+        return [n for b in self._blocks() for n in (b.norm1, b.norm2)]
 
     def _blocks(self) -> list[ResBlock1D]:
         """Every residual block in forward order (down, middle, up)."""
@@ -308,8 +312,8 @@ class UNet1D(nn.Module):
         ``[B, Σ2C]`` (``linear(cond, *condition_weights()[:2])``) → ``[B, C_out, T]``."""
         if self._stacked is not None:
             sizes = self._stacked[2]
-        else:
-            sizes = [n.linear.out_features for b in self._blocks() for n in (b.norm1, b.norm2)]
+        else:  # the sizes only: no stacked copy of the weights
+            sizes = [n.linear.out_features for n in self._norms()]
         if projected.dim() != 2 or projected.shape[1] != sum(sizes):
             raise ValueError(
                 f"projected: expected [B, {sum(sizes)}], received {list(projected.shape)}"
