@@ -191,6 +191,30 @@ def test_toy_run_follows_algorithm_1_and_writes_metrics_and_checkpoint(tmp_path:
         resumed.close()
 
 
+def test_evaluating_sampled_actions_leaves_training_unchanged() -> None:
+    """``eval_sampled_actions`` adds the sampled actor's return at each evaluation and changes
+    nothing else: every other metric of every epoch is bit-identical to a run without it."""
+    rows = {}
+    for flag in (False, True):
+        with Trainer("toy", tiny_config(eval_sampled_actions=flag), seed=1) as trainer:
+            rows[flag] = [comparable(r) for r in trainer.train(200)]
+            if flag:
+                again = trainer.evaluate()  # same env steps: same seeds, same episodes
+    keys = {"eval/sampled_return_mean", "eval/sampled_return_std"}
+    evaluated = [r for r in rows[True] if "eval/return_mean" in r]
+    assert len(evaluated) == 3 and all(keys <= r.keys() for r in evaluated)
+    assert not any(keys & r.keys() for r in rows[False])
+    assert [{k: v for k, v in r.items() if k not in keys} for r in rows[True]] == rows[False]
+    last = evaluated[-1]
+    assert again["eval/sampled_return_mean"] == last["eval/sampled_return_mean"]
+    assert again["eval/return_mean"] == last["eval/return_mean"]
+    # the samples are not the mean action: the toy's returns differ
+    assert all(r["eval/sampled_return_mean"] != r["eval/return_mean"] for r in evaluated)
+    assert all(math.isfinite(float(r["eval/sampled_return_std"])) for r in evaluated)
+    with pytest.raises(ValueError, match="eval_sampled_actions: expected a bool"):
+        tiny_config(eval_sampled_actions=1)
+
+
 def test_resume_reproduces_the_next_epochs_exactly(tmp_path: Path) -> None:
     cfg = tiny_config()
     with Trainer("toy", cfg, seed=3, log_dir=tmp_path / "straight") as straight:

@@ -137,6 +137,11 @@ class TrainerConfig:
             MuJoCo simulator (MAMuJoCo) or the exact dynamics (``"toy"``); other envs skip it
             (:mod:`dimalib.training.diagnostics`). 0 turns it off. A diagnostic, not in the
             paper; it does not change training.
+        eval_sampled_actions: also evaluate the actor's *sampled* actions (as collection acts)
+            in the same ``eval_episodes`` episodes' reset seeds, logged as
+            ``eval/sampled_return_mean`` and ``eval/sampled_return_std`` next to the mean
+            action's ``eval/return_*``; the samples come from their own generator, so training is
+            unchanged. A diagnostic, not in the paper (off: evaluation costs twice the env steps).
     """
 
     # Algorithm 1 schedule
@@ -161,6 +166,7 @@ class TrainerConfig:
     eval_every_env_steps: int = 10_000  # §5.1: fixed intervals (value not given; dimalib)
     eval_episodes: int = 10  # §5.1: 10 evaluation episodes
     fidelity_windows: int = 64  # dimalib diagnostic (0: off)
+    eval_sampled_actions: bool = False  # dimalib diagnostic: also evaluate sampled actions
     # dimalib (issue "scale"): the env team's agent groups (MultiAgentSpec.groups), k groups of
     # consecutive agents or named ones ((name, (agent, ...)), ...); None: one group per agent
     agent_groups: int | tuple[tuple[str, tuple[str, ...]], ...] | None = None
@@ -185,6 +191,10 @@ class TrainerConfig:
         _positive_int("eval_every_env_steps", self.eval_every_env_steps)
         _positive_int("eval_episodes", self.eval_episodes)
         _positive_int("fidelity_windows", self.fidelity_windows, minimum=0)
+        if not isinstance(self.eval_sampled_actions, bool):
+            raise ValueError(
+                f"eval_sampled_actions: expected a bool, received {self.eval_sampled_actions!r}"
+            )
         if self.max_episode_steps is not None:
             _positive_int("max_episode_steps", self.max_episode_steps)
         if isinstance(self.agent_groups, numbers.Integral) and not isinstance(

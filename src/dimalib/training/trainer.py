@@ -524,13 +524,23 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """``eval_episodes`` real episodes of the learner's deterministic actions, one per
-        separate env copy, reset with a seed derived from ``(seed, env_steps)``."""
+        separate env copy, reset with a seed derived from ``(seed, env_steps)``; with
+        ``eval_sampled_actions`` also as many of its sampled actions from the same reset seeds
+        (``eval/sampled_return_mean``, ``eval/sampled_return_std``), drawn from a generator of
+        their own so that training's random streams are untouched."""
         self.learner.eval()
-        return evaluate_policy(
-            self.eval_venv,
-            lambda obs: self.learner.act(obs, deterministic=True),
-            seed=_derive_seed(self.seed, "eval", self.env_steps),
+        seed = _derive_seed(self.seed, "eval", self.env_steps)
+        result = evaluate_policy(
+            self.eval_venv, lambda obs: self.learner.act(obs, deterministic=True), seed=seed
         )
+        if self.config.eval_sampled_actions:
+            gen = _generator(self.device, _derive_seed(self.seed, "eval_sampled", self.env_steps))
+            sampled = evaluate_policy(
+                self.eval_venv, lambda obs: self.learner.act(obs, generator=gen), seed=seed
+            )
+            for key in ("return_mean", "return_std"):
+                result[f"eval/sampled_{key}"] = sampled[f"eval/{key}"]
+        return result
 
     def world_model_fidelity(self) -> dict[str, float]:
         """Action effects and model bias of the world model against the true env
