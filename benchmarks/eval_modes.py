@@ -11,12 +11,20 @@ Walker2d), how many episodes turn over (``cos(pitch) < 0``) and the median step 
 first do; where it has the root's forward velocity (``rootx``), its mean (HalfCheetah's forward
 reward per step before the control cost).
 
+``--csv`` instead reads finished runs' ``metrics.csv`` files (e.g. the committed reference
+curves) and sets each evaluation from ``--from-steps`` on against the rate the same run's sampled
+collection earned around it (1000 × ``collect/reward_mean`` over the epochs within ``--window``
+env steps): where the mean action's evaluation falls while collection does not, the fall is the
+mean action's, not the policy's.
+
     python benchmarks/eval_modes.py --run runs/remedy/dima-noreset-HalfCheetah-2x3-0 --threads 1
+    python benchmarks/eval_modes.py --csv docs/results/DIMA*.csv --from-steps 50000
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import statistics
@@ -97,7 +105,8 @@ def episodes(
 def recent_states(trainer: Trainer, rows: int) -> torch.Tensor:
     """The ``rows`` most recently stored states of the replay buffer's first stream ``[K, S]``
     (read through its public block copies)."""
-    buffer, parts, have = trainer.buffer, [], 0
+    buffer, have = trainer.buffer, 0
+    parts: list[torch.Tensor] = []
     for k in reversed(range(buffer.num_blocks)):
         block = buffer.block(k)["state"][0]  # (rows of block k, S), stream 0
         parts.insert(0, block)
@@ -143,9 +152,63 @@ def start_returns(
     return rows
 
 
+def actor_std(trainer: Trainer) -> float:
+    """The mean over action entries of the Gaussian actor's σ (NaN for other policies)."""
+    stds = [
+        torch.sigmoid(m.std_param.detach()) * m.config.std_scale
+        for m in getattr(trainer.learner, "modules", list)()
+        if isinstance(getattr(m, "std_param", None), torch.Tensor)
+    ]
+    return float(torch.cat(stds).mean()) if stds else math.nan
+
+
+def csv_rows(paths: list[Path], from_steps: int, window: int) -> list[tuple[str, ...]]:
+    """Per ``metrics.csv``: the evaluations from ``from_steps`` on against the collection rate.
+
+    Returns rows ``(run, evaluations, mean eval, mean collection rate, evals below half the
+    collection rate, median eval std)``; the collection rate is 1000 × the mean
+    ``collect/reward_mean`` of the epochs within ``window`` env steps of each evaluation."""
+    out: list[tuple[str, ...]] = []
+    for path in paths:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        collect = [
+            (float(r["env_steps"]), float(r["collect/reward_mean"]))
+            for r in rows
+            if r.get("collect/reward_mean")
+        ]
+        evals, rates, stds, below = [], [], [], 0
+        for r in rows:
+            if not r.get("eval/return_mean") or float(r["env_steps"]) < from_steps:
+                continue
+            at = float(r["env_steps"])
+            near = [v for s, v in collect if abs(s - at) <= window]
+            rate = 1000.0 * statistics.fmean(near) if near else math.nan
+            evals.append(float(r["eval/return_mean"]))
+            rates.append(rate)
+            stds.append(float(r["eval/return_std"]))
+            below += evals[-1] < 0.5 * rate
+        if not evals:
+            continue
+        out.append(
+            (
+                path.stem,
+                str(len(evals)),
+                f"{statistics.fmean(evals):.0f}",
+                f"{statistics.fmean(rates):.0f}",
+                f"{below}/{len(evals)}",
+                f"{statistics.median(stds):.0f}",
+            )
+        )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--run", nargs="+", required=True, help="run folders (with checkpoint.pt)")
+    p.add_argument("--run", nargs="+", default=[], help="run folders (with checkpoint.pt)")
+    p.add_argument("--csv", nargs="+", type=Path, default=[], help="finished runs' metrics CSVs")
+    p.add_argument("--from-steps", type=int, default=50_000, help="--csv: evaluations from here")
+    p.add_argument("--window", type=int, default=2000, help="--csv: collection window (steps)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--split", type=int, default=200, help="first-steps window (default 200)")
     p.add_argument("--seed", type=int, default=12345)
@@ -160,9 +223,26 @@ def main() -> None:
     )
     p.add_argument("--recent", type=int, default=2000, help="rows counted as recent")
     args = p.parse_args()
+    if not args.run and not args.csv:
+        p.error("--run or --csv: expected at least one run folder or CSV file, received none")
     torch.set_num_threads(args.threads)
     print(machine())
-    rows, blob, starts = [], {}, []
+    if args.csv:
+        print_table(
+            f"Mean-action evaluations from {args.from_steps:,} env steps against sampled collection",
+            csv_rows(args.csv, args.from_steps, args.window),
+            (
+                "run",
+                "evaluations",
+                "mean eval return",
+                "collection rate (1000 x reward/step)",
+                "evals < half the rate",
+                "median eval std",
+            ),
+        )
+    rows: list[list[str]] = []
+    blob: dict[str, dict[str, float]] = {}
+    starts: list[tuple[str, ...]] = []
     for run in args.run:
         trainer = Trainer.resume(Path(run) / "checkpoint.pt", tensorboard=False)
         try:
@@ -187,6 +267,7 @@ def main() -> None:
                         f"{res.get('forward_velocity', math.nan):.2f}",
                         f"{res.get('turned_over', math.nan):.0f}/{args.episodes}",
                         f"{res.get('first_turn_median', math.nan):.0f}",
+                        f"{actor_std(trainer):.3f}",
                     ]
                 )
             for name, h, mean, std in start_returns(
@@ -203,22 +284,24 @@ def main() -> None:
             starts,
             ("run", "env steps", "starts", "H", "return"),
         )
-    print_table(
-        f"Mean action against sampled actions, {args.episodes} episodes each",
-        [tuple(r) for r in rows],
-        (
-            "run",
-            "env steps",
-            "actions",
-            "return",
-            "min",
-            f"steps < {args.split}",
-            f"steps >= {args.split}",
-            "forward velocity",
-            "turned over",
-            "first turn (median step)",
-        ),
-    )
+    if rows:
+        print_table(
+            f"Mean action against sampled actions, {args.episodes} episodes each",
+            [tuple(r) for r in rows],
+            (
+                "run",
+                "env steps",
+                "actions",
+                "return",
+                "min",
+                f"steps < {args.split}",
+                f"steps >= {args.split}",
+                "forward velocity",
+                "turned over",
+                "first turn (median step)",
+                "actor σ (mean)",
+            ),
+        )
     if args.json is not None:
         args.json.write_text(json.dumps(blob, indent=1) + "\n")
 

@@ -38,12 +38,15 @@ import numpy as np
 KEEP = (
     "epoch", "update", "env_steps", "eval/return_mean", "eval/return_std", "eval/length_mean",
     "collect/reward_mean", "policy/imagined_reward_mean", "policy/imagined_return",
-    "time/total_s", "perf/env_steps_per_s",
+    "time/total_s", "perf/env_steps_per_s", "eval/sampled_return_mean", "eval/sampled_return_std",
+    "train/episode_return",
 )  # fmt: skip
 
 
-def read_eval(run: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(env_steps, eval_return, wall_seconds)`` of one run's ``metrics.csv``."""
+def read_eval(run: Path, metric: str = "eval/return_mean") -> tuple[np.ndarray, np.ndarray, float]:
+    """``(env_steps, eval_return, wall_seconds)`` of one run's ``metrics.csv``; ``metric`` is
+    the evaluation column read (``eval/sampled_return_mean``: the sampled actions' return where
+    the run logged it, ``eval_sampled_actions``)."""
     steps, returns, wall = [], [], 0.0
     with open(run / "metrics.csv") as f:
         for row in csv.DictReader(f):
@@ -51,9 +54,9 @@ def read_eval(run: Path) -> tuple[np.ndarray, np.ndarray, float]:
                 wall = float(row["time/total_s"])
             elif row.get("perf/env_steps_per_s"):  # mappo.py logs a rate, not a total
                 wall = float(row["env_steps"]) / float(row["perf/env_steps_per_s"])
-            if row.get("eval/return_mean"):
+            if row.get(metric):
                 steps.append(float(row["env_steps"]))
-                returns.append(float(row["eval/return_mean"]))
+                returns.append(float(row[metric]))
     return np.array(steps), np.array(returns), wall
 
 
@@ -133,6 +136,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="LABEL=PATTERN: every run folder matching the pattern",
     )
     p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument(
+        "--metric",
+        default="eval/return_mean",
+        help="evaluation column aggregated (default eval/return_mean, the mean action's return; "
+        "eval/sampled_return_mean: the sampled actions')",
+    )
     p.add_argument("--title", default="HalfCheetah-2x3")
     p.add_argument(
         "--at",
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     groups: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = defaultdict(list)
     for spec in specs:
         label, _, folder = spec.partition("=")
-        steps, returns, wall = read_eval(Path(folder))
+        steps, returns, wall = read_eval(Path(folder), args.metric)
         if len(steps) == 0:  # a run that has not evaluated yet (e.g. just started)
             print(f"skipped {folder}: no evaluation yet")
             continue

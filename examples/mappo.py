@@ -13,7 +13,8 @@ episode's, so the value of the true last state is folded into the reward,
     python examples/mappo.py --env toy --total-env-steps 20000 --num-envs 4 --rollout-steps 100
 
 Writes ``OUT/metrics.csv`` (one row per update, evaluation every ``--eval-every`` env steps with
-10 deterministic episodes in separate env copies), TensorBoard events when available, and the final
+10 deterministic episodes in separate env copies; ``--eval-sampled-actions`` adds as many with
+sampled actions), TensorBoard events when available, and the final
 learner as ``OUT/mappo.pt``. Default ``--out``: ``runs/mappo-ENV-SEED``.
 """
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollout-steps", type=int, default=400, help="batched steps per update")
     p.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-sampled-actions", action="store_true",
+                   help="also evaluate sampled actions (eval/sampled_return_*; training unchanged)")  # fmt: skip
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default runs/mappo-ENV-SEED)")
     p.add_argument("--threads", type=int, default=None,
@@ -145,10 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             row["train/episode_return"] = sum(recent) / len(recent) if recent else float("nan")
             row.update({f"policy/{k}": v for k, v in stats.items()})
             if env_steps >= next_eval or env_steps >= args.total_env_steps:
+                eval_seed = (args.seed + 10_000 + env_steps) if seedable else None
                 row.update(evaluate_policy(
-                    eval_venv, lambda o: mappo.act(o, deterministic=True),
-                    seed=(args.seed + 10_000 + env_steps) if seedable else None,
+                    eval_venv, lambda o: mappo.act(o, deterministic=True), seed=eval_seed
                 ))  # fmt: skip
+                if args.eval_sampled_actions:  # own generator: training's stream is untouched
+                    eval_gen = torch.Generator(mappo.device).manual_seed(args.seed + env_steps)
+                    sampled = evaluate_policy(
+                        eval_venv, lambda o, g=eval_gen: mappo.act(o, generator=g), seed=eval_seed
+                    )
+                    row["eval/sampled_return_mean"] = sampled["eval/return_mean"]
+                    row["eval/sampled_return_std"] = sampled["eval/return_std"]
                 while next_eval <= env_steps:
                     next_eval += args.eval_every
             rate = env_steps / (time.perf_counter() - start)

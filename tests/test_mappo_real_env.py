@@ -27,3 +27,26 @@ def test_model_free_mappo_improves_the_toy_return(tmp_path: Path) -> None:
     assert len(evals) == 10
     # measured 2026-11-25 (seed 0, 43 s): -384 at 10k env steps, -225 at 80k-100k
     assert sum(evals[-3:]) / 3 > evals[0] + 100
+
+
+def test_sampled_evaluation_leaves_the_baseline_unchanged(tmp_path: Path) -> None:
+    """``--eval-sampled-actions`` adds the sampled actions' return and changes nothing else."""
+    rows = {}
+    for flag in ([], ["--eval-sampled-actions"]):
+        out = tmp_path / ("with" if flag else "without")
+        cmd = [
+            sys.executable, str(ROOT / "examples" / "mappo.py"), "--env", "toy",
+            "--total-env-steps", "800", "--num-envs", "2", "--rollout-steps", "100",
+            "--eval-every", "400", "--eval-episodes", "3", "--out", str(out), "--threads", "1",
+            *flag,
+        ]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        with open(out / "metrics.csv") as f:
+            rows[bool(flag)] = [r for r in csv.DictReader(f) if r["eval/return_mean"]]
+    assert len(rows[True]) == len(rows[False]) == 2
+    for a, b in zip(rows[True], rows[False], strict=True):
+        for key in ("eval/return_mean", "eval/return_std", "policy/actor_loss"):
+            assert a.get(key) == b.get(key), key
+        assert "eval/sampled_return_mean" not in b
+        assert a["eval/sampled_return_mean"] != a["eval/return_mean"]

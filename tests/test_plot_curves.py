@@ -76,3 +76,25 @@ def test_dip_check_against_hand_computed_values() -> None:
     rising = curves.dip(steps, np.array([0.0, 100.0, 90.0, 300.0, 400.0]), 10000)
     assert rising["fell"] is False  # 10% below a positive reference
     assert curves.dip(steps[:2], np.array([0.0, 1.0]), 10000)["ref"] is None  # nothing after
+
+
+def test_metric_selects_the_sampled_evaluation_column(tmp_path: Path) -> None:
+    """``--metric eval/sampled_return_mean`` aggregates that column, and --copy-csv keeps it."""
+    for s, (mean_action, sampled) in enumerate([(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]):
+        folder = tmp_path / f"r-{s}"
+        folder.mkdir()
+        with open(folder / "metrics.csv", "w", newline="") as f:
+            cols = ["env_steps", "eval/return_mean", "eval/sampled_return_mean", "time/total_s"]
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerow(dict(zip(cols, [5000, mean_action, sampled, 60], strict=True)))
+    args = ["--glob", f"R={tmp_path}/r-*", "--at", "5000", "--bootstrap", "100"]
+    plain = curves.main([*args, "--out", str(tmp_path / "a.png")])
+    sampled = curves.main([
+        *args, "--metric", "eval/sampled_return_mean", "--out", str(tmp_path / "b.png"),
+        "--copy-csv", str(tmp_path / "csv"),
+    ])  # fmt: skip
+    assert plain["groups"]["R"]["at"]["5000"]["mean"] == 2.0
+    assert sampled["groups"]["R"]["at"]["5000"]["mean"] == 20.0
+    with open(tmp_path / "csv" / "R-r-0.csv") as f:
+        assert next(csv.DictReader(f))["eval/sampled_return_mean"] == "10.0"
