@@ -237,6 +237,12 @@ def check_against_reference(
     ):
         assert start["obs"][i, 0] == ref.rows[s][k].id
 
+    # recent starts: the same windows, anchored only in each stream's `recent` newest rows
+    recent = 1 + seed % 4
+    late = buf.sample_start_contexts(batch, context=context, generator=gen, recent=recent)
+    for s, k in check_past_window(ref, late["states"], late["actions"], late["mask"]):
+        assert k >= len(ref.rows[s]) - recent, (s, k, recent)
+
     seq = buf.sample_sequences(batch, length=horizon, generator=gen)
     assert seq["states"].shape == (batch, horizon, S) and seq["rewards"].shape == (batch, horizon)
     assert seq["mask"][:, 0].all()
@@ -283,6 +289,23 @@ def test_sampling_is_uniform_over_transitions() -> None:
     counts = torch.bincount(anchors, minlength=10).float()
     assert counts.shape == (10,)
     assert ((counts - n / 10).abs() < 0.05 * n / 10).all(), counts
+
+
+def test_recent_starts_are_uniform_over_each_streams_newest_rows() -> None:
+    """``recent=k``: the union of every stream's k newest rows (all of a shorter stream),
+    each row equally likely; the argument is checked."""
+    buf, _ = build(
+        2, 10, [("extend", 0, [(False, False)] * 3), ("extend", 1, [(False, False)] * 7)]
+    )  # stream 0 holds ids 0-2, stream 1 ids 3-9
+    gen = torch.Generator().manual_seed(0)
+    n = 40_000
+    ids = buf.sample_start_contexts(n, context=1, generator=gen, recent=4)["states"][:, -1, 0]
+    uniq, counts = torch.unique(ids.long(), return_counts=True)
+    assert uniq.tolist() == [0, 1, 2, 6, 7, 8, 9]  # 3 of stream 0 (all), the 4 newest of 1
+    assert ((counts.float() - n / 7).abs() < 0.05 * n / 7).all(), counts
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="recent: expected an integer >= 1"):
+            buf.sample_start_contexts(4, recent=bad)  # type: ignore[arg-type]
 
 
 def test_state_obs_pool_includes_final_states_once() -> None:

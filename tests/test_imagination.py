@@ -308,3 +308,30 @@ def test_disagreement_penalty_subtracts_the_spread_of_a_second_sample() -> None:
     torch.testing.assert_close(env.last_disagreement, spread)
     with pytest.raises(ValueError, match="disagreement_penalty"):
         ImaginationConfig(disagreement_penalty=-1.0)
+
+
+def test_recent_starts_draw_that_fraction_from_the_newest_rows() -> None:
+    """``recent_starts = ρ``: the last round(ρ·B) starts are among the buffer's
+    ``recent_window`` newest states, the others uniform over all rows."""
+    buf = _buffer(40)
+    rows = buf.stream_data(0)["state"]  # (40, S), oldest first
+    newest = rows[-5:]
+
+    def starts(rho: float, seed: int) -> torch.Tensor:
+        cfg = ImaginationConfig(num_envs=8, horizon=3, recent_starts=rho, recent_window=5)
+        _, state = ImaginationEnv(_world_model(), buf, cfg, seed=seed).reset()
+        return state  # (8, S)
+
+    def in_newest(state: torch.Tensor) -> torch.Tensor:
+        return (state[:, None] == newest[None]).all(-1).any(-1)  # (B,)
+
+    assert in_newest(starts(1.0, 0)).all()
+    old = torch.zeros(4, dtype=torch.bool)
+    for seed in range(5):
+        half = starts(0.5, seed)
+        assert in_newest(half[4:]).all()
+        old |= ~in_newest(half[:4])
+    assert old.any()  # the uniform half reaches older rows (35 of 40 are older)
+    for field, bad in (("recent_starts", 1.5), ("recent_starts", True), ("recent_window", 0)):
+        with pytest.raises(ValueError, match=field):
+            ImaginationConfig(**{field: bad})  # type: ignore[arg-type]

@@ -416,6 +416,19 @@ class ReplayBuffer:
         """Uniform rows over all stored transitions: ``(stream [B], logical position [B])``."""
         return self._locate(self._randint(len(self), batch_size, generator))
 
+    def _sample_recent_rows(
+        self, batch_size: int, recent: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform rows over each stream's ``recent`` newest rows (all of a shorter stream):
+        ``(stream [B], logical position [B])``."""
+        high = sum(min(n, recent) for n in self._size)  # host ints: no device sync
+        u = self._randint(high, batch_size, generator)  # (B,) over the union of the windows
+        width = self._index_meta()["size"].clamp(max=recent)  # (N,) rows per stream's window
+        ends = torch.cumsum(width, 0)
+        stream = torch.searchsorted(ends, u, right=True)
+        j = u - (ends - width)[stream]  # 0 = the stream's newest row
+        return stream, self._index_meta()["size"][stream] - 1 - j
+
     def _locate(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Transition number ``u`` (streams in order, oldest first) → ``(stream, logical)``."""
         if self.num_streams == 1:
@@ -569,19 +582,27 @@ class ReplayBuffer:
         batch_size: int = 600,
         context: int = 3,
         generator: torch.Generator | None = None,
+        recent: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Starting points of imagined rollouts (Algorithm 1; Table 4: 600 rollouts).
 
-        The start ``t`` is any stored row (its ``state`` is never terminal). The context
-        ``s_{t-L+1..t}``, ``a_{t-L+1..t-1}`` is zero padded before the episode's first stored
-        row; ``mask[:, :-1]`` is also the mask of ``actions``.
+        The start ``t`` is any stored row, uniformly (its ``state`` is never terminal), or with
+        ``recent`` one of each stream's ``recent`` newest rows, uniformly over their union (a
+        stream holding fewer gives all of its rows; not in the paper, see
+        ``ImaginationConfig.recent_starts``). The context ``s_{t-L+1..t}``, ``a_{t-L+1..t-1}``
+        is zero padded before the episode's first stored row; ``mask[:, :-1]`` is also the mask
+        of ``actions``.
 
         Returns:
             ``{"states": [B, L, S], "actions": [B, L-1, A], "obs": [B, O] (o_t),
             "mask": [B, L] bool}``.
         """
         self._check_sample_args(batch_size, context=context)
-        stream, logical = self._sample_rows(batch_size, generator)
+        if recent is None:
+            stream, logical = self._sample_rows(batch_size, generator)
+        else:
+            _positive_int("recent", recent)
+            stream, logical = self._sample_recent_rows(batch_size, recent, generator)
         offsets = torch.arange(1 - context, 1, device=self.device)
         flat, mask = self._window(stream, logical, offsets)
         return {

@@ -38,6 +38,13 @@ deterministic env a spread between samples is the model's own uncertainty, so th
 the learner pessimistic where the model does not know (a remedy for model exploitation); it
 costs one more sampling per step. ``last_disagreement`` holds ``d_t`` of the last step.
 
+**Recent starts (optional, off by default; not in the paper).** With ``recent_starts = ρ > 0``
+a fraction ρ of the start contexts (rounded; the rest uniform over the buffer, as Algorithm 1)
+comes from the replay buffer's ``recent_window`` newest rows of each stream, which the current
+policy's collection wrote: imagination then also starts where the policy now goes, instead of
+mostly from older policies' states (a remedy tried for the early dip of the learning-evidence
+issue, docs/benchmarks.md). It changes only which rows start; given tensors are used as given.
+
 Everything runs on the world model's device under ``torch.inference_mode()`` with no host
 synchronisation per step: non-finite actions are detected on the device and reported by the
 ``ValueError`` raised at the end of the rollout (``check_actions="rollout"``, default), or at once
@@ -78,6 +85,8 @@ class ImaginationConfig:
     out_of_bounds: Literal["clip", "error"] = "clip"
     disagreement_penalty: float = 0.0  # dimalib, not in the paper: 0 = off (see the class doc)
     autoreset: bool = False  # restart terminated rollouts on the next step (see the module doc)
+    recent_starts: float = 0.0  # dimalib, not in the paper: fraction of starts from recent rows
+    recent_window: int = 2000  # dimalib: the newest rows per buffer stream counted as recent
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -103,6 +112,12 @@ class ImaginationConfig:
             raise ValueError(f"disagreement_penalty: expected a number >= 0, received {p!r}")
         if not isinstance(self.autoreset, bool):
             raise ValueError(f"autoreset: expected a bool, received {self.autoreset!r}")
+        rho = self.recent_starts
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
+            raise ValueError(f"recent_starts: expected a number in [0, 1], received {rho!r}")
+        w = self.recent_window
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"recent_window: expected an integer >= 1, received {w!r}")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         restore_fields(self, state)  # configs saved before newer fields take their defaults
@@ -228,14 +243,12 @@ class ImaginationEnv:
                 "source: no start context; pass a ReplayBuffer or a mapping with 'states' "
                 "[B, L, S] and 'actions' [B, L-1, A] to reset() or to the constructor"
             )
-        B, L = self.num_envs, self.world_model.context
+        B = self.num_envs
         ctx: StartContext
         if isinstance(source, ReplayBuffer):
             if len(source) == 0:
                 raise ValueError("source: the replay buffer is empty")
-            ctx = source.sample_start_contexts(
-                B, context=L, generator=self._generator(source.device)
-            )
+            ctx = self._sample_starts(source, B)
         else:
             ctx = source
         states, actions, mask, obs = self._check_context(ctx)
@@ -259,6 +272,21 @@ class ImaginationEnv:
         self._t = 0
         return self._obs.clone(), self._states[:, -1].clone()
 
+    def _sample_starts(self, buffer: ReplayBuffer, n: int) -> dict[str, torch.Tensor]:
+        """``n`` start contexts from ``buffer``: uniform rows, and with ``recent_starts = ρ``
+        the last ``round(ρ·n)`` of them from each stream's ``recent_window`` newest rows."""
+        L, gen = self.world_model.context, self._generator(buffer.device)
+        k = round(self.config.recent_starts * n)
+        if k == 0:  # the paper's sampling, the same draws as without the option
+            return buffer.sample_start_contexts(n, context=L, generator=gen)
+        recent = buffer.sample_start_contexts(
+            k, context=L, generator=gen, recent=self.config.recent_window
+        )
+        if k == n:
+            return recent
+        uniform = buffer.sample_start_contexts(n - k, context=L, generator=gen)
+        return {key: torch.cat([uniform[key], recent[key]]) for key in uniform}
+
     def _init_restarts(
         self,
         source: ReplayBuffer | StartContext,
@@ -275,11 +303,7 @@ class ImaginationEnv:
         rounds = 1
         if isinstance(source, ReplayBuffer):
             rounds = max(1, self.horizon // 2)
-            pool = source.sample_start_contexts(
-                B * rounds,
-                context=self.world_model.context,
-                generator=self._generator(source.device),
-            )
+            pool = self._sample_starts(source, B * rounds)
             states, actions, mask, obs = self._check_context(pool, rows=B * rounds)
         with torch.inference_mode():
             self._pool_states = states.to(self.device, torch.float32)  # (P, L, S), P = B * rounds
