@@ -154,10 +154,12 @@ def start_returns(
 
 def actor_std(trainer: Trainer) -> float:
     """The mean over action entries of the Gaussian actor's σ (NaN for other policies)."""
+    actor = getattr(trainer.learner, "actor", None)  # MAPPO's actor network
+    modules = actor.modules() if isinstance(actor, torch.nn.Module) else ()
     stds = [
-        torch.sigmoid(m.std_param.detach()) * m.config.std_scale
-        for m in getattr(trainer.learner, "modules", list)()
-        if isinstance(getattr(m, "std_param", None), torch.Tensor)
+        torch.sigmoid(param.detach()) * float(getattr(m, "config").std_scale)  # noqa: B009
+        for m in modules
+        if isinstance(param := getattr(m, "std_param", None), torch.Tensor)
     ]
     return float(torch.cat(stds).mean()) if stds else math.nan
 
