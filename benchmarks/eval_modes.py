@@ -168,7 +168,7 @@ def csv_rows(paths: list[Path], from_steps: int, window: int) -> list[tuple[str,
     """Per ``metrics.csv``: the evaluations from ``from_steps`` on against the collection rate.
 
     Returns rows ``(run, evaluations, mean eval, mean collection rate, evals below half the
-    collection rate, median eval std)``; the collection rate is 1000 × the mean
+    collection rate, median eval std, the largest fall from one evaluation to the next)``; the collection rate is 1000 × the mean
     ``collect/reward_mean`` of the epochs within ``window`` env steps of each evaluation."""
     out: list[tuple[str, ...]] = []
     for path in paths:
@@ -179,7 +179,7 @@ def csv_rows(paths: list[Path], from_steps: int, window: int) -> list[tuple[str,
             for r in rows
             if r.get("collect/reward_mean")
         ]
-        evals, rates, stds, below = [], [], [], 0
+        evals, rates, stds, steps, below = [], [], [], [], 0
         for r in rows:
             if not r.get("eval/return_mean") or float(r["env_steps"]) < from_steps:
                 continue
@@ -187,19 +187,25 @@ def csv_rows(paths: list[Path], from_steps: int, window: int) -> list[tuple[str,
             near = [v for s, v in collect if abs(s - at) <= window]
             rate = 1000.0 * statistics.fmean(near) if near else math.nan
             evals.append(float(r["eval/return_mean"]))
+            steps.append(int(at))
             rates.append(rate)
             stds.append(float(r["eval/return_std"]))
             below += evals[-1] < 0.5 * rate
         if not evals:
             continue
+        falls = [(evals[i - 1] - evals[i], i) for i in range(1, len(evals))]
+        drop, at_i = max(falls, default=(math.nan, 0))
         out.append(
             (
-                path.stem,
+                path.parent.name if path.stem == "metrics" else path.stem,
                 str(len(evals)),
                 f"{statistics.fmean(evals):.0f}",
                 f"{statistics.fmean(rates):.0f}",
                 f"{below}/{len(evals)}",
                 f"{statistics.median(stds):.0f}",
+                f"{drop:.0f} ({evals[at_i - 1]:.0f} → {evals[at_i]:.0f} at {steps[at_i]:,})"
+                if falls
+                else "",
             )
         )
     return out
@@ -240,6 +246,7 @@ def main() -> None:
                 "collection rate (1000 x reward/step)",
                 "evals < half the rate",
                 "median eval std",
+                "largest fall between evaluations",
             ),
         )
     rows: list[list[str]] = []
