@@ -423,11 +423,12 @@ class ReplayBuffer:
         ``(stream [B], logical position [B])``."""
         high = sum(min(n, recent) for n in self._size)  # host ints: no device sync
         u = self._randint(high, batch_size, generator)  # (B,) over the union of the windows
-        width = self._index_meta()["size"].clamp(max=recent)  # (N,) rows per stream's window
+        size = self._index_meta()["size"]  # (N,)
+        width = size.clamp(max=recent)  # (N,) rows in each stream's window
         ends = torch.cumsum(width, 0)
         stream = torch.searchsorted(ends, u, right=True)
         j = u - (ends - width)[stream]  # 0 = the stream's newest row
-        return stream, self._index_meta()["size"][stream] - 1 - j
+        return stream, size[stream] - 1 - j
 
     def _locate(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Transition number ``u`` (streams in order, oldest first) → ``(stream, logical)``."""
