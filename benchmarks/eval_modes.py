@@ -204,7 +204,7 @@ def csv_rows(paths: list[Path], from_steps: int, window: int) -> list[tuple[str,
                 f"{below}/{len(evals)}",
                 f"{statistics.median(stds):.0f}",
                 f"{drop:.0f} ({evals[at_i - 1]:.0f} → {evals[at_i]:.0f} at {steps[at_i]:,})"
-                if falls
+                if drop > 0  # NaN (one evaluation) and rises only: no fall to report
                 else "",
             )
         )

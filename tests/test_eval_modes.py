@@ -37,3 +37,14 @@ def test_csv_rows_against_hand_computed_values(tmp_path: Path) -> None:
         "40",  # median of 20, 300, 40
         "600 (1000 → 400 at 55,000)",
     )
+
+
+def test_csv_rows_report_no_fall_when_evaluations_only_rise(tmp_path: Path) -> None:
+    path = tmp_path / "rising.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env_steps", "eval/return_mean", "eval/return_std", "collect/reward_mean"])
+        w.writerows([(50_000, 100.0, 5.0, 0.5), (55_000, 300.0, 7.0, 0.5)])
+    (out,) = modes.csv_rows([path], from_steps=50_000, window=100)
+    # 100 < 500 / 2 is counted below half the rate; the last column stays empty
+    assert out == ("rising", "2", "200", "500", "1/2", "6", "")

@@ -115,7 +115,7 @@ class TrainerConfig:
             episodes run across epochs (longer episodes than ``env_steps_per_epoch``) and a
             resumed run starts new episodes where it resumes (then not bit-identical). Measured
             on HalfCheetah-2x3 (cpu preset, 5 seeds): ``False`` raised the 100k IQM from 1043
-            to 1510 (docs/benchmarks.md, "Episodes across epochs").
+            to 1510, 95% CIs overlapping (docs/benchmarks.md, "Episodes across epochs").
         collect_policy: ``"actor"`` (Algorithm 1: sample ``a ~ π_ψ``, stochastic, from the
             start) or ``"random"`` (uniform random actions until policy learning starts, then
             the actor; not the paper's, a common warm-up choice).
