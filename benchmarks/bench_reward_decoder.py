@@ -17,7 +17,11 @@ linear layers) divided by the median time.
 Usage::
 
     python benchmarks/bench_reward_decoder.py [--repeats 15] [--warmup 3] [--threads N]
-        [--no-bf16] [--compile] [--no-malloc-tuning]
+        [--no-bf16] [--compile] [--compare-dropout] [--no-malloc-tuning]
+
+``--compare-dropout`` adds the train cases with ``F.dropout`` masks and SDPA's math-path attention
+(``dimalib.utils.dropout.set_fast_mask(model, False)``, the code before 2026-12-03), run
+round-robin with the default ones: the ratio of the two medians is an interleaved comparison.
 
 Allocator note: on some virtual machines touching freshly mapped memory is slow (page faults are
 served by the host), and glibc returns large freed blocks to the OS, so every activation
@@ -41,6 +45,7 @@ from dataclasses import replace
 import torch
 
 from dimalib.spec import MultiAgentSpec
+from dimalib.utils.dropout import set_fast_mask
 from dimalib.world_model import (
     FSQStateDecoder,
     RewardTerminationConfig,
@@ -107,9 +112,12 @@ def decoder_macs(config: StateDecoderConfig, batch: int) -> float:
     return float(batch * (enc + dec))
 
 
-def make_gpt_train(config: RewardTerminationConfig, compile_model: bool) -> Callable[[], None]:
+def make_gpt_train(
+    config: RewardTerminationConfig, compile_model: bool, fast_mask: bool = True
+) -> Callable[[], None]:
     torch.manual_seed(0)
     model = RewardTerminationGPT(SPEC, config).train()
+    set_fast_mask(model, fast_mask)  # False: F.dropout and SDPA's math path (before 2026-12-03)
     opt = torch.optim.AdamW(model.optimizer_groups(0.01), lr=1e-4)  # Table 4
     g = torch.Generator().manual_seed(0)
     states = torch.randn(TRAIN_BATCH, TRAIN_STEPS, SPEC.state_dim, generator=g)
@@ -224,6 +232,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 cases")
     parser.add_argument("--compile", action="store_true", help="add torch.compile train cases")
+    parser.add_argument(
+        "--compare-dropout", action="store_true", help="add train cases with F.dropout masks"
+    )
     parser.add_argument("--no-malloc-tuning", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -254,9 +265,16 @@ def main() -> None:
         ),
         "decoder train float32": (make_decoder_train(dec_cfg), dec_gf),
     }
+    if args.compare_dropout:
+        cases["gpt train float32 F.dropout"] = (make_gpt_train(paper, False, False), train_gf)
     if not args.no_bf16:
         cases["gemm bfloat16"] = (make_gemm(torch.bfloat16), gemm_gf)
         cases["gpt train autocast_bf16"] = (make_gpt_train(bf16, False), train_gf)
+        if args.compare_dropout:
+            cases["gpt train autocast_bf16 F.dropout"] = (
+                make_gpt_train(bf16, False, False),
+                train_gf,
+            )
         cases["imagination autocast_bf16"] = (
             make_imagination(bf16, reuse_cache=True, outer_autocast=False)[0],
             imag_gf,

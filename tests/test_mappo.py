@@ -501,6 +501,28 @@ def test_state_dict_round_trip_restores_networks_optimisers_and_value_norm() -> 
         MAPPO(MultiAgentSpec(("x",), (3,), (1,), 2)).load_state_dict(mappo.state_dict())
 
 
+def test_fused_adam_equals_the_for_loop_adam_and_survives_loading() -> None:
+    """The CPU learner's fused Adam steps equal torch's for-loop Adam (the pre-2026-12-03
+    optimiser) to float32 rounding over one update, and loading a state saved by a learner
+    with the for-loop kernel keeps this learner's fused one."""
+    torch.manual_seed(0)
+    fused = MAPPO(HET, MAPPOConfig(num_minibatches=2))
+    assert all(g["fused"] for g in fused.actor_optim.param_groups + fused.critic_optim.param_groups)
+    loop = MAPPO.from_state_dict(fused.state_dict())
+    for optim in (loop.actor_optim, loop.critic_optim):
+        for group in optim.param_groups:
+            group["fused"] = None  # torch's default on CPU: the per-tensor for-loop
+    rollout = _rollout(HET, fused)
+    m_fused = fused.update(rollout, generator=torch.Generator().manual_seed(1))
+    m_loop = loop.update(rollout, generator=torch.Generator().manual_seed(1))
+    for k in m_fused:
+        assert m_fused[k] == pytest.approx(m_loop[k], rel=1e-4, abs=1e-6), k
+    for a, b in zip(fused.actor.parameters(), loop.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    fused.load_state_dict(loop.state_dict())  # saved with fused=None
+    assert all(g["fused"] for g in fused.actor_optim.param_groups)
+
+
 # -------------------------------------------------------------------- imagined rollouts
 class _FakeImagination:
     """An ImaginationEnv stand-in: random contexts; rollout 0 terminates at step 1."""
