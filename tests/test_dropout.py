@@ -27,16 +27,17 @@ def test_keep_rate_is_one_minus_p(p: float) -> None:
     assert abs(kept - (1 - p)) < 5 * sigma  # 5 binomial standard deviations
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_kept_values_scaled_like_f_dropout(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 0.021, 0.3, 0.77])
+def test_kept_values_scaled_like_f_dropout(dtype: torch.dtype, p: float) -> None:
     torch.manual_seed(1)
     x = torch.randn(64, 33, dtype=dtype)
-    y = dropout(x, 0.1)
+    y = dropout(x, p)
     assert y.dtype == dtype and y.shape == x.shape
-    # F.dropout's scale: a mask in x's dtype divided by (1 - p) in that dtype
-    scale = torch.ones((), dtype=dtype).div_(0.9)
+    # F.dropout's own factor for kept elements (read off its output on ones), bit for bit
+    factor = F.dropout(torch.ones(4096, dtype=dtype), p, training=True).max()
     kept = y != 0
-    assert torch.equal(y[kept], x[kept] * scale)
+    assert torch.equal(y[kept], x[kept] * factor)
     assert 0 < int(kept.sum()) < x.numel()
 
 
@@ -68,6 +69,10 @@ def test_identity_and_fallbacks() -> None:
     assert uses_fast_mask(x, 0.1)
     assert not uses_fast_mask(x, 0.0) and not uses_fast_mask(x, 1.0)
     assert not uses_fast_mask(torch.ones(3, dtype=torch.int64), 0.1)
+    # p within 2**-32 of 1: round(p * 2**31) would not fit an int32; F.dropout takes it
+    near_one = 1 - 2**-40
+    assert uses_fast_mask(x, 1 - 2**-20) and not uses_fast_mask(x, near_one)
+    assert float(dropout(torch.ones(1000), near_one).abs().max()) == 0.0
     # the F.dropout route gives F.dropout's mask bit for bit
     torch.manual_seed(4)
     ref = F.dropout(x, 0.2, training=True)
@@ -86,6 +91,9 @@ def test_torch_func_transform_falls_back() -> None:
     out = torch.func.vmap(lambda r: dropout(r, 0.5), randomness="different")(x)
     assert out.shape == x.shape
     assert set(out.unique().tolist()) <= {0.0, 2.0}
+    # a tensor the transform does not wrap (F.dropout gives every row its own mask)
+    out = torch.func.vmap(lambda r: r[0] * dropout(torch.ones(64), 0.5), randomness="different")(x)
+    assert out.shape == (4, 64) and not torch.equal(out[0], out[1])
 
 
 @settings(max_examples=30, deadline=None)
@@ -175,3 +183,51 @@ def test_gpt_train_step_uses_no_bernoulli_on_cpu() -> None:
     with Spy():
         model(states, actions)
     assert any("bernoulli" in name for name in seen)
+
+
+def test_gpt_training_path_equals_eval_without_dropout_in_float64() -> None:
+    """With every dropout probability at 1e-13 (every element kept, factor 1 + 1e-13) the CPU
+    training path (dimalib masks, matmul attention with its causal mask, the last block's
+    action-token queries) gives the eval path's outputs and gradients (SDPA) in float64."""
+    spec = MultiAgentSpec(("a", "b"), obs_dims=(3, 3), action_dims=(2, 3), state_dim=5)
+    p = 1e-13
+    cfg = RewardTerminationConfig(
+        n_layer=2, n_head=2, n_embd=16, max_steps=6, embd_pdrop=p, attn_pdrop=p, resid_pdrop=p
+    )
+    torch.manual_seed(8)
+    model = RewardTerminationGPT(spec, cfg).double()
+    states = torch.randn(3, 6, 5, dtype=torch.float64)
+    actions = torch.rand(3, 6, 5, dtype=torch.float64)
+    outs, grads = [], []
+    for train in (True, False):
+        model.train(train)
+        model.zero_grad()
+        reward, logit = model(states, actions)
+        (reward.square().sum() + logit.sum()).backward()
+        outs.append(torch.cat([reward, logit]))
+        grads.append(
+            torch.cat([q.grad.flatten() for q in model.parameters() if q.grad is not None])
+        )
+    assert uses_fast_mask(states, p)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_bf16_training_attention_scores_in_float32() -> None:
+    """Under bf16 autocast the training attention's scores are computed in float32 (as SDPA's
+    math path did): its error against float64 stays near the eval kernel's."""
+    from dimalib.world_model.reward_termination import _matmul_attention
+
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(8, 4, 30, 64, generator=g, dtype=torch.float64) for _ in range(3))
+    causal = torch.ones(30, 30, dtype=torch.bool).tril()
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        qb, kb, vb = (t.to(torch.bfloat16) for t in (q, k, v))
+        fast = _matmul_attention(qb, kb, vb, causal, 0.0, float_scores=True)
+        coarse = _matmul_attention(qb, kb, vb, causal, 0.0, float_scores=False)
+        flash = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)
+    err = {n: float((t.double() - ref).abs().max()) for n, t in
+           (("fast", fast), ("coarse", coarse), ("flash", flash))}  # fmt: skip
+    assert err["fast"] < 2 * err["flash"] + 0.01, err
+    assert err["fast"] < err["coarse"], err

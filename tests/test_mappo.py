@@ -521,6 +521,23 @@ def test_fused_adam_equals_the_for_loop_adam_and_survives_loading() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     fused.load_state_dict(loop.state_dict())  # saved with fused=None
     assert all(g["fused"] for g in fused.actor_optim.param_groups)
+    metrics = fused.update(rollout, generator=torch.Generator().manual_seed(2))  # steps on
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_for_loop_adam_state_loads_into_a_cuda_fused_learner() -> None:
+    torch.manual_seed(0)
+    cpu = MAPPO(HET, MAPPOConfig())
+    for optim in (cpu.actor_optim, cpu.critic_optim):
+        for group in optim.param_groups:
+            group["fused"] = None
+    cpu.update(_rollout(HET, cpu))
+    cuda = MAPPO.from_state_dict(cpu.state_dict(), device="cuda")
+    steps = [s["step"] for s in cuda.actor_optim.state.values()]
+    assert steps and all(t.device.type == "cuda" for t in steps)  # placed for the fused kernel
+    rollout = {k: v.cuda() for k, v in _rollout(HET, cpu).items()}
+    assert all(math.isfinite(v) for v in cuda.update(rollout).values())
 
 
 # -------------------------------------------------------------------- imagined rollouts

@@ -21,7 +21,6 @@ Its parts live in their own modules (all re-exported here):
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ from dimalib.algorithms.returns import lambda_returns
 from dimalib.algorithms.rollout import check_rollout, imagine_rollout
 from dimalib.spec import MultiAgentSpec
 from dimalib.utils.checks import NonFiniteTrainingError, check_finite, check_int, check_tensor
+from dimalib.utils.optim import fused_available, load_optimizer_state
 
 __all__ = [
     "MAPPO",
@@ -194,7 +194,7 @@ class MAPPO:
         self.critic = Critic(spec, cfg).to(self.device)
         # one fused kernel per step on CPU/CUDA: the for-loop Adam reads its step count back to
         # the host for every parameter tensor (176 syncs per update at the cpu preset)
-        fused = self.device.type in ("cpu", "cuda")
+        fused = fused_available(self.device)
         self.actor_optim = torch.optim.Adam(
             self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps, fused=fused
         )
@@ -430,11 +430,9 @@ class MAPPO:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         # optimisers keep the given tensors: copy them so two learners never share moments
-        for optim, key in ((self.actor_optim, "actor_optim"), (self.critic_optim, "critic_optim")):
-            fused = [g.get("fused") for g in optim.param_groups]
-            optim.load_state_dict(copy.deepcopy(state[key]))
-            for group, flag in zip(optim.param_groups, fused, strict=True):
-                group["fused"] = flag  # this learner's kernel, whatever the saving one used
+        # (copies, with this learner's fused/foreach kernel whatever the saving one used)
+        load_optimizer_state(self.actor_optim, state["actor_optim"])
+        load_optimizer_state(self.critic_optim, state["critic_optim"])
 
     @classmethod
     def from_state_dict(

@@ -23,6 +23,7 @@ from torch import nn
 
 from dimalib.data.buffer import ReplayBuffer
 from dimalib.utils.checks import NonFiniteTrainingError
+from dimalib.utils.optim import fused_available, load_optimizer_state
 from dimalib.world_model.aggregate import DIMAWorldModel
 
 __all__ = ["NonFiniteTrainingError", "WorldModelTrainer", "WorldModelTrainingConfig"]
@@ -55,7 +56,7 @@ class WorldModelTrainingConfig:
 def _adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     params = [p for p in module.parameters() if p.requires_grad]
     device = params[0].device
-    fused = device.type in ("cpu", "cuda")  # one fused kernel instead of a loop over tensors
+    fused = fused_available(device)  # one fused kernel instead of a loop over tensors
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
@@ -225,4 +226,4 @@ class WorldModelTrainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state[name])
+            load_optimizer_state(opt, state[name])  # keeps this optimiser's kernel

@@ -154,7 +154,13 @@ class KVCache:
 
 
 def _matmul_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float, fast_mask: bool = True
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    dropout_p: float,
+    fast_mask: bool = True,
+    float_scores: bool = False,
 ) -> Tensor:
     """Softmax attention as two batched matmuls, for a few queries against a short cache (and
     for CPU training with attention dropout, where SDPA would take its math path).
@@ -162,11 +168,19 @@ def _matmul_attention(
     ``q [B, H, Tq, D]``, ``k, v [B, H, Tk, D]``, ``mask [Tq, Tk]`` (True = may attend) ->
     ``[B, H, Tq, D]``. With ``Tq`` of 1-2 tokens this is several times faster on CPU than
     ``scaled_dot_product_attention``'s flash kernel, whose per-(batch, head) work is
-    tiny. The softmax runs in float32 (or float64); ``dropout_p`` drops attention probabilities with
-    :func:`dimalib.utils.dropout.dropout` (``fast_mask=False``: ``F.dropout``).
+    tiny. The softmax runs in float32 (or float64); ``float_scores`` computes the scores
+    ``q·k`` in float32 too (bf16 inputs; the training path, whose gradients flow through them);
+    ``dropout_p`` drops attention probabilities with :func:`dimalib.utils.dropout.dropout`
+    (``fast_mask=False``: ``F.dropout``).
     """
     # keys on the left: the cache slice is then used as it lies, without a transposed copy
-    scores = torch.matmul(k, (q * q.shape[-1] ** -0.5).transpose(-2, -1))  # (B, H, Tk, Tq)
+    scale = q.shape[-1] ** -0.5
+    if float_scores:  # q·k in (at least) float32 even under bf16 autocast, as SDPA's math path
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            scores = torch.matmul(k.to(dtype), (q.to(dtype) * scale).transpose(-2, -1))
+    else:
+        scores = torch.matmul(k, (q * scale).transpose(-2, -1))  # (B, H, Tk, Tq)
     allowed = mask.transpose(-2, -1)  # (Tk, Tq), or (B, Tk, Tq) with per-row masks
     scores = scores.masked_fill(
         ~(allowed if allowed.dim() == 2 else allowed[:, None]), float("-inf")
@@ -232,11 +246,11 @@ class CausalSelfAttention(nn.Module):
         if cache is None and self.fast_mask and uses_fast_mask(q, dropout_p):
             # CPU training: SDPA with dropout takes its math path with bernoulli_ masks; with
             # two matmuls and dimalib's masks here and in the Dropout layers the paper GPT's
-            # train step ran 1.16x (bf16) / 1.09x (fp32) faster (docs/benchmarks.md)
+            # train step ran 1.16x (bf16) / 1.06x (fp32) faster (docs/benchmarks.md)
             if attn_mask is None:
                 attn_mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device)
                 attn_mask = attn_mask.tril_()  # (Tq, Tk) causal, Tq == Tk
-            y = _matmul_attention(q, k, v, attn_mask, dropout_p)  # (B, H, Tq, D)
+            y = _matmul_attention(q, k, v, attn_mask, dropout_p, float_scores=True)
         elif cache is None:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=attn_mask is None
